@@ -1,0 +1,218 @@
+"""The `heart-mlops` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from heart_mlops.errors import HeartMlopsError
+from heart_mlops.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train, track, register and serve the heart-disease classifier.")
+console = Console(stderr=True)
+state = {"debug": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False):
+    state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    if state["debug"]:
+        raise exc
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=1 if isinstance(exc, HeartMlopsError) else 2)
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic's ValidationError names the setting and value
+        raise _fail(HeartMlopsError(f"invalid setting: {exc}")) from None
+
+
+@app.command()
+def train(
+    data: Annotated[str | None, typer.Option(help="Data file: path, file:// or s3:// URI.")] = None,
+    synthetic: Annotated[bool, typer.Option(help="Use seeded synthetic data (never champion).")
+                         ] = False,
+    trials: Annotated[int | None, typer.Option(help="Tuning trials (default: setting).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Selection metric (default: roc_auc).")
+                      ] = None,
+):
+    """Run the whole pipeline in this process and print the results table."""
+    from heart_mlops.pipeline import run_pipeline
+
+    settings = _settings(selection_metric=metric)
+    if data and synthetic:
+        raise _fail(HeartMlopsError("--data and --synthetic exclude each other"))
+    try:
+        with console.status("starting") as status:
+            def on_step(name: str, seconds: float, result: dict) -> None:
+                console.print(f"[green]✓[/] {name} ({seconds:.1f}s)")
+                status.update(f"after {name}")
+
+            result = run_pipeline(settings, data_uri=data, synthetic=synthetic, trials=trials,
+                                  on_step=on_step)
+    except Exception as exc:
+        raise _fail(exc) from None
+    print_summary(result)
+
+
+def print_summary(result: dict) -> None:
+    out = Console()
+    metric = result["best"]["selection_metric"]
+    table = Table(title="Candidates (CV on the training part, holdout reported only)")
+    for column in ("candidate", f"CV {metric}", "CV ROC-AUC", "CV accuracy", "holdout ROC-AUC",
+                   "holdout accuracy"):
+        table.add_column(column)
+    for e in result["evaluations"]:
+        m = e["metrics"]
+        table.add_row(e["name"], f"{m[f'cv_{metric}_mean']:.4f}",
+                      f"{m['cv_roc_auc_mean']:.4f} ± {m['cv_roc_auc_std']:.4f}",
+                      f"{m['cv_accuracy_mean']:.4f}", f"{m['holdout_roc_auc']:.4f}",
+                      f"{m['holdout_accuracy']:.4f}")
+    out.print(table)
+    reg, tuned = result["registered"], result["tuned"]
+    out.print(f"best: [bold]{reg['candidate']}[/] ({reg['label']}, {tuned['trials']} trials) "
+              f"CV ROC-AUC {reg['cv']['cv_roc_auc_mean']:.4f}, holdout accuracy "
+              f"{reg['holdout']['holdout_accuracy']:.4f}")
+    out.print(f"registered {reg['model_name']} version {reg['version']}: "
+              f"{'[bold green]champion[/]' if reg['champion'] else 'challenger'} ({reg['decision']})")
+    data = result["data"]["fingerprint"]
+    out.print(f"data: {data['rows_raw']} rows, {data['duplicates_removed']} duplicates removed, "
+              f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option(help="Candidate name from model_params.yaml.")],
+    trials: Annotated[int, typer.Option(help="Number of Optuna trials.")] = 20,
+    data: Annotated[str | None, typer.Option(help="Data file: path or URI.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to maximise.")] = None,
+):
+    """Search one candidate's hyperparameters alone, logged to MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    from heart_mlops import registry, storage, tuning
+    from heart_mlops.data import load_bytes
+    from heart_mlops.evaluation import split_holdout
+    from heart_mlops.models import load_candidates
+
+    settings = _settings(selection_metric=metric)
+    try:
+        candidates = load_candidates(settings.model_params_path)
+        if model not in candidates:
+            raise HeartMlopsError(f"--model '{model}' is not a candidate; allowed: "
+                                  f"{', '.join(candidates)}")
+        dataset = load_bytes(storage.read_bytes(data or settings.data_uri))
+        train_part, _ = split_holdout(dataset.frame, settings.holdout_fraction, settings.seed)
+        registry.configure(settings)
+        mlflow.set_experiment(settings.experiment_name)
+        with mlflow.start_run(run_name=f"tune {model}", tags={"heart_mlops.step": "tuning"}):
+            params, score = tuning.search(candidates[model], train_part, settings,
+                                          trials=trials, metric=settings.selection_metric)
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps({"model": model, "best_params": params,
+                           f"cv_{settings.selection_metric}_mean": score}, indent=2))
+
+
+@app.command()
+def predict(
+    file: Annotated[Path, typer.Argument(help="CSV (heart.csv columns) or JSON rows.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV to write.")] = None,
+):
+    """Predict with the champion: P(disease) and the decision for each row."""
+    import pandas as pd
+
+    from heart_mlops import registry
+    from heart_mlops.data import FEATURES, mark_missing, validate
+
+    settings = _settings()
+    try:
+        if not file.is_file():
+            raise HeartMlopsError(f"no such file: {file}")
+        frame = (pd.read_json(file) if file.suffix.lower() == ".json" else pd.read_csv(file))
+        missing = [c for c in FEATURES if c not in frame.columns]
+        if missing:
+            raise HeartMlopsError(f"{file}: missing column(s) {', '.join(missing)}")
+        features = frame.loc[:, list(FEATURES)].apply(pd.to_numeric, errors="coerce")
+        validate(mark_missing(features).assign(disease=0.0))
+        registry.configure(settings)
+        champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+        if champion is None:
+            raise HeartMlopsError(f"no champion of {settings.model_name} yet; run "
+                                  "`heart-mlops train` first")
+        model = registry.load_version(settings.model_name, champion.version)
+        threshold = float(champion.tags.get("heart_mlops.threshold", settings.threshold))
+        p = registry.proba(model, features)
+    except Exception as exc:
+        raise _fail(exc) from None
+    result = frame.assign(probability=p, prediction=(p >= threshold).astype(int),
+                          model_version=champion.version)
+    if output:
+        result.to_csv(output, index=False)
+        console.print(f"wrote {len(result)} predictions to {output}")
+    else:
+        result.to_csv(sys.stdout, index=False)
+
+
+@app.command()
+def info():
+    """The champion: version, metrics, data fingerprint."""
+    from heart_mlops import registry
+
+    settings = _settings()
+    try:
+        registry.configure(settings)
+        champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+    except Exception as exc:
+        raise _fail(exc) from None
+    if champion is None:
+        raise _fail(HeartMlopsError(f"no champion of {settings.model_name} yet"))
+    tags = {k.removeprefix(registry.TAG_PREFIX): v for k, v in champion.tags.items()}
+    typer.echo(json.dumps({"model": settings.model_name, "version": champion.version,
+                           "alias": registry.CHAMPION, "run_id": champion.run_id,
+                           "tags": tags}, indent=2))
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the version's tags).")
+                      ] = "manual promotion",
+):
+    """Move `champion` to a version (promotion or rollback), recorded in its tags."""
+    from heart_mlops import registry
+
+    settings = _settings()
+    try:
+        registry.configure(settings)
+        result = registry.promote(settings.model_name, version, reason)
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{settings.model_name} version {result.version} is champion "
+               f"(was {result.champion_version or 'none'})")
+
+
+if __name__ == "__main__":
+    app()

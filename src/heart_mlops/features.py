@@ -1,0 +1,70 @@
+"""The model's preprocessing: raw clinical values in, model-ready matrix out.
+
+It lives inside every logged model, so training, the registry and the API treat the
+disguised missing codes and unseen values alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from heart_mlops.data import CATEGORICAL_FEATURES, FEATURES, MISSING_CODES, SPEC_BY_NAME
+
+_MISSING_CODE_COLUMNS = np.array([FEATURES.index(name) for name in MISSING_CODES])
+_MISSING_CODE_VALUES = np.array(list(MISSING_CODES.values()), dtype=float)
+
+
+class ClinicalInput(TransformerMixin, BaseEstimator):
+    """Takes the 13 features by name (DataFrame) or by position (array) and returns a float
+    matrix in the canonical order, with the disguised missing codes replaced by NaN."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = len(FEATURES)
+        return self
+
+    def transform(self, X):
+        if isinstance(X, pd.DataFrame):
+            X = X.loc[:, list(FEATURES)]
+        matrix = np.array(X, dtype=float, copy=True, ndmin=2)
+        if matrix.shape[1] != len(FEATURES):
+            raise ValueError(f"expected {len(FEATURES)} features, got {matrix.shape[1]}")
+        codes = matrix[:, _MISSING_CODE_COLUMNS]
+        codes[codes == _MISSING_CODE_VALUES] = np.nan
+        matrix[:, _MISSING_CODE_COLUMNS] = codes
+        return matrix
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array(FEATURES, dtype=object)
+
+
+def build_preprocessor() -> Pipeline:
+    categorical = [FEATURES.index(name) for name in CATEGORICAL_FEATURES]
+    numeric = [i for i in range(len(FEATURES)) if i not in categorical]
+    encoder = OneHotEncoder(
+        categories=[list(map(float, SPEC_BY_NAME[name].codes)) for name in CATEGORICAL_FEATURES],
+        handle_unknown="ignore",
+    )
+    columns = ColumnTransformer(
+        [
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
+                                  ("scale", StandardScaler())]), numeric),
+            ("categorical", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                                      ("onehot", encoder)]), categorical),
+        ],
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("clinical_input", ClinicalInput()), ("columns", columns)])
+
+
+def transformed_feature_names() -> list[str]:
+    """Names of the columns the estimator sees, in order (for importances and coefficients)."""
+    numeric = [name for name in FEATURES if name not in CATEGORICAL_FEATURES]
+    onehot = [f"{name}={code}" for name in CATEGORICAL_FEATURES
+              for code in SPEC_BY_NAME[name].codes]
+    return numeric + onehot

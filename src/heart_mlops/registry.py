@@ -1,0 +1,237 @@
+"""MLflow: experiment, runs, logged models with signature, the registry and its aliases.
+
+Promotion rule: the alias `champion` moves to a new version only if that version beats the
+current champion on the same holdout rows, both scored now. Otherwise the new version gets
+`challenger`. Scores and the decision are version tags, so the registry keeps the history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from heart_mlops.data import FEATURES
+from heart_mlops.errors import RegistryError
+from heart_mlops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_PREFIX = "heart_mlops."
+PROMOTION_METRIC = "holdout_roc_auc"
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store; create the experiment if needed. -> experiment id"""
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    try:
+        experiment = client.get_experiment_by_name(settings.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = (settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:") else None)
+        return client.create_experiment(settings.experiment_name, artifact_location=location)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow at {_safe_uri(uri)} failed: {exc.message}") from None
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without credentials, for messages."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def serialize(model) -> bytes:
+    return sio.dumps(model)
+
+
+def deserialize(payload: bytes):
+    """Load a model this project wrote (its own artifact store), trusting its own types."""
+    return sio.loads(payload, trusted=sio.get_untrusted_types(data=payload))
+
+
+def trusted_types(model) -> list[str]:
+    return sio.get_untrusted_types(data=sio.dumps(model))
+
+
+def input_example(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[:, list(FEATURES)].astype("float64").head(3)
+
+
+def log_model(model, example: pd.DataFrame, *, name: str = "model") -> str:
+    """Log the pipeline to the active run: doubles in (NaN allowed), P(no disease), P(disease) out.
+
+    -> the logged model's URI
+    """
+    example = input_example(example)
+    signature = infer_signature(example, model.predict_proba(example))
+    info = mlflow.sklearn.log_model(
+        model, name=name, signature=signature, input_example=example,
+        pyfunc_predict_fn="predict_proba", skops_trusted_types=trusted_types(model),
+        pip_requirements=_requirements(),
+    )
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    """Pinned runtime of the model; stated, so MLflow need not infer it in a subprocess."""
+    from importlib.metadata import version
+
+    return [f"{dist}=={version(dist)}"
+            for dist in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "heart-mlops")]
+
+
+def client() -> MlflowClient:
+    return MlflowClient()
+
+
+def version_by_alias(model_name: str, alias: str):
+    try:
+        return client().get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise RegistryError(f"MLflow registry failed: {exc.message}") from None
+
+
+def version_for_pipeline_run(model_name: str, pipeline_run: str):
+    """The version a pipeline run already registered, if any (reruns register once)."""
+    try:
+        found = client().search_model_versions(
+            f"name = '{model_name}' and tags.`{TAG_PREFIX}pipeline_run` = '{pipeline_run}'")
+    except MlflowException:
+        return None
+    return found[0] if found else None
+
+
+def register(model_uri: str, model_name: str, tags: dict[str, str]):
+    try:
+        client().get_registered_model(model_name)
+    except MlflowException:
+        try:
+            client().create_registered_model(
+                model_name, description="Heart-disease classifier: P(disease) from 13 features.")
+        except MlflowException:
+            pass  # created concurrently
+    return mlflow.register_model(model_uri, model_name,
+                                 tags={f"{TAG_PREFIX}{k}": str(v) for k, v in tags.items()})
+
+
+def load_version(model_name: str, version: str):
+    """The sklearn pipeline of a registered version."""
+    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+
+
+def set_version_tags(model_name: str, version: str, tags: dict) -> None:
+    for key, value in tags.items():
+        client().set_model_version_tag(model_name, version, f"{TAG_PREFIX}{key}", str(value))
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    promoted: bool
+    reason: str
+    new_score: float
+    champion_version: str | None
+    champion_score: float | None
+
+
+def promote_if_better(model_name: str, version: str, score_fn, *, allow: bool = True,
+                      blocked_reason: str = "", attempts: int = 3) -> Promotion:
+    """Move `champion` to `version` if `score_fn(model)` beats the champion's, else `challenger`.
+
+    Compare-and-set: the champion is re-read right before the alias moves; if another run moved
+    it meanwhile, the comparison is made again against the new champion.
+    """
+    new_score = score_fn(load_version(model_name, version))
+    for _ in range(attempts):
+        current = version_by_alias(model_name, CHAMPION)
+        if current is not None and current.version == version:
+            return Promotion(version, True, "already champion", new_score, version, new_score)
+        champion_score = (score_fn(load_version(model_name, current.version))
+                          if current is not None else None)
+        if not allow:
+            promoted, reason = False, blocked_reason
+        elif champion_score is None:
+            promoted, reason = True, "no champion yet"
+        elif new_score > champion_score:
+            promoted, reason = True, (f"{PROMOTION_METRIC} {new_score:.4f} beats champion "
+                                      f"v{current.version} {champion_score:.4f}")
+        else:
+            promoted, reason = False, (f"{PROMOTION_METRIC} {new_score:.4f} does not beat "
+                                       f"champion v{current.version} {champion_score:.4f}")
+        recheck = version_by_alias(model_name, CHAMPION)
+        if (recheck.version if recheck else None) != (current.version if current else None):
+            log.warning("champion moved during comparison; comparing again")
+            continue
+        result = Promotion(version, promoted, reason, new_score,
+                           current.version if current else None, champion_score)
+        _record(model_name, result)
+        return result
+    raise RegistryError(f"champion kept moving during {attempts} comparisons; version {version} "
+                        "left without alias, try `heart-mlops promote` later")
+
+
+def _record(model_name: str, result: Promotion) -> None:
+    set_version_tags(model_name, result.version, {
+        "promotion_decision": "champion" if result.promoted else "challenger",
+        "promotion_reason": result.reason,
+        f"promotion_{PROMOTION_METRIC}": f"{result.new_score:.6f}",
+        "promotion_champion_version": result.champion_version or "",
+        f"promotion_champion_{PROMOTION_METRIC}": ("" if result.champion_score is None
+                                                    else f"{result.champion_score:.6f}"),
+        "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    alias = CHAMPION if result.promoted else CHALLENGER
+    client().set_registered_model_alias(model_name, alias, result.version)
+    log.info("version %s -> @%s (%s)", result.version, alias, result.reason)
+
+
+def promote(model_name: str, version: str, reason: str) -> Promotion:
+    """Explicit promotion or rollback: `champion` -> version, recorded like any other."""
+    try:
+        client().get_model_version(model_name, version)
+    except MlflowException:
+        raise RegistryError(f"model '{model_name}' has no version {version}") from None
+    current = version_by_alias(model_name, CHAMPION)
+    result = Promotion(version, True, reason, float("nan"),
+                       current.version if current else None, None)
+    _record(model_name, result)
+    return result
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)
+
+
+def mark_failed(run_id: str | None, message: str) -> None:
+    """Leave no run looking successful after a failure."""
+    if not run_id:
+        return
+    try:
+        client().set_tag(run_id, f"{TAG_PREFIX}error", message[:5000])
+        client().set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+    except Exception:  # the store may be what failed; the original error matters more
+        log.warning("could not mark MLflow run %s failed", run_id)
+
+
+def proba(model, frame: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(frame.loc[:, list(FEATURES)])[:, 1]

@@ -1,0 +1,82 @@
+"""Every setting of the system, read from the environment (or `.env`), with embedded defaults.
+
+Project settings carry the prefix `HEART_MLOPS_`; the standard MLflow and AWS variables
+(`MLFLOW_TRACKING_URI`, `AWS_ENDPOINT_URL_S3`, ...) are read under their own names.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SelectionMetric = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEART_MLOPS_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(Path(".heart-mlops"), description="Local home: stores, logs, Airflow home.")
+    data_uri: str = Field(
+        str(PROJECT_ROOT / "data" / "heart.csv"),
+        description="Training data: a path, file:// or s3:// URI (CSV or UCI processed.*.data).",
+    )
+    artifact_store_uri: str = Field(
+        "", description="Where pipeline steps exchange data: file:// or s3://. Default: HOME/artifacts."
+    )
+    mlflow_tracking_uri: str = Field(
+        "",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "HEART_MLOPS_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server or store. Default: sqlite:///HOME/mlflow.db.",
+    )
+    experiment_name: str = "heart-disease"
+    model_name: str = "heart_disease_classifier"
+    model_params_path: Path = PROJECT_ROOT / "airflow" / "config" / "model_params.yaml"
+
+    seed: int = 42
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.5)
+    cv_folds: int = Field(5, ge=2)
+    cv_repeats: int = Field(3, ge=1)
+    tuning_trials: int = Field(20, ge=0)
+    selection_metric: SelectionMetric = "roc_auc"
+    threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on P(disease).")
+    n_jobs: int = Field(2, description="Parallel jobs for CV and ensembles (-1 = all cores).")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8800
+    api_workers: int = Field(1, ge=1)
+    api_token: SecretStr | None = Field(None, description="Bearer token for POST /model/reload.")
+    api_poll_seconds: float = Field(30.0, ge=0, description="How often the API checks @champion.")
+    api_max_batch: int = Field(1000, ge=1)
+    api_max_body_bytes: int = Field(2_000_000, ge=1024)
+
+    airflow_port: int = 8080
+    mlflow_port: int = 5000
+    dag_schedule: str | None = "@daily"
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_store(self) -> str:
+        return self.artifact_store_uri or (self.home_dir / "artifacts").as_uri()
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Artifact root of the local MLflow store (embedded mode only)."""
+        return self.home_dir / "mlruns"
+
+
+def get_settings(**overrides) -> Settings:
+    return Settings(**overrides)
