@@ -1,0 +1,48 @@
+"""Shared fixtures: one trained store per test session, on the fast test profile."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from heart_mlops.settings import Settings
+
+# few CV folds and trials: the pipeline's logic is tested, not its statistical power
+FAST_PROFILE = {"cv_folds": 3, "cv_repeats": 1, "tuning_trials": 2, "n_jobs": 2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment():
+    """Tests never read the developer's settings or stores."""
+    for key in list(os.environ):
+        if key.startswith("HEART_MLOPS_") or key in ("MLFLOW_TRACKING_URI",
+                                                      "MLFLOW_REGISTRY_URI"):
+            del os.environ[key]
+    os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning"
+    yield
+
+
+def fast_settings(home: Path, **overrides) -> Settings:
+    return Settings(home=home, **{**FAST_PROFILE, **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """A local store (SQLite MLflow + file artifacts) with one registered champion.
+
+    -> {"settings": Settings, "result": run_pipeline's result}
+    """
+    from heart_mlops.pipeline import run_pipeline
+
+    settings = fast_settings(tmp_path_factory.mktemp("trained-home"))
+    result = run_pipeline(settings, run_key="test-session")
+    assert result["registered"]["champion"], result["registered"]
+    return {"settings": settings, "result": result}
+
+
+@pytest.fixture
+def fresh_settings(tmp_path) -> Settings:
+    """Settings on an empty store of the test's own."""
+    return fast_settings(tmp_path / "home")
