@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ state = {"debug": False}
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False):
     state["debug"] = debug
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
@@ -38,7 +40,7 @@ def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug log
 def _fail(exc: Exception) -> typer.Exit:
     if state["debug"]:
         raise exc
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
     return typer.Exit(code=1 if isinstance(exc, HeartMlopsError) else 2)
 
 
@@ -95,8 +97,9 @@ def print_summary(result: dict) -> None:
     out.print(f"best: [bold]{reg['candidate']}[/] ({reg['label']}, {tuned['trials']} trials) "
               f"CV ROC-AUC {reg['cv']['cv_roc_auc_mean']:.4f}, holdout accuracy "
               f"{reg['holdout']['holdout_accuracy']:.4f}")
-    out.print(f"registered {reg['model_name']} version {reg['version']}: "
-              f"{'[bold green]champion[/]' if reg['champion'] else 'challenger'} ({reg['decision']})")
+    alias = "[bold green]champion[/]" if reg["champion"] else "challenger"
+    out.print(f"registered {reg['model_name']} version {reg['version']}: {alias} "
+              f"({reg['decision']})")
     data = result["data"]["fingerprint"]
     out.print(f"data: {data['rows_raw']} rows, {data['duplicates_removed']} duplicates removed, "
               f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}")
@@ -162,13 +165,14 @@ def predict(
         if champion is None:
             raise HeartMlopsError(f"no champion of {settings.model_name} yet; run "
                                   "`heart-mlops train` first")
-        model = registry.load_version(settings.model_name, champion.version)
+        version = registry.version_of(champion)
+        model = registry.load_version(settings.model_name, version)
         threshold = float(champion.tags.get("heart_mlops.threshold", settings.threshold))
         p = registry.proba(model, features)
     except Exception as exc:
         raise _fail(exc) from None
     result = frame.assign(probability=p, prediction=(p >= threshold).astype(int),
-                          model_version=champion.version)
+                          model_version=version)
     if output:
         result.to_csv(output, index=False)
         console.print(f"wrote {len(result)} predictions to {output}")
@@ -190,7 +194,7 @@ def info():
     if champion is None:
         raise _fail(HeartMlopsError(f"no champion of {settings.model_name} yet"))
     tags = {k.removeprefix(registry.TAG_PREFIX): v for k, v in champion.tags.items()}
-    typer.echo(json.dumps({"model": settings.model_name, "version": champion.version,
+    typer.echo(json.dumps({"model": settings.model_name, "version": registry.version_of(champion),
                            "alias": registry.CHAMPION, "run_id": champion.run_id,
                            "tags": tags}, indent=2))
 
@@ -212,6 +216,101 @@ def promote(
         raise _fail(exc) from None
     typer.echo(f"{settings.model_name} version {result.version} is champion "
                f"(was {result.champion_version or 'none'})")
+
+
+@app.command("create-buckets")
+def create_buckets(
+    wait: Annotated[float, typer.Option(help="Seconds to keep retrying while the S3 server "
+                                        "is not reachable yet.")] = 0.0,
+):
+    """Create the S3 buckets the stack needs (data, mlflow) on AWS_ENDPOINT_URL_S3."""
+    import time
+
+    from heart_mlops import storage
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            created = storage.ensure_buckets()
+            break
+        except HeartMlopsError as exc:
+            if time.monotonic() >= deadline:
+                raise _fail(exc) from None
+            console.print(f"S3 not ready, retrying: {exc}")
+            time.sleep(2)
+    endpoint = storage.s3_endpoint() or "AWS"
+    typer.echo(f"buckets {', '.join(storage.BUCKETS)} ready on {endpoint}"
+               f" (created: {', '.join(created) or 'none'})")
+
+
+@app.command()
+def pipeline(
+    data: Annotated[str | None, typer.Option(help="Data file: path, file:// or s3:// URI.")] = None,
+    synthetic: Annotated[bool, typer.Option(help="Use seeded synthetic data (never champion).")
+                         ] = False,
+    trials: Annotated[int | None, typer.Option(help="Tuning trials (default: setting).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Selection metric (default: setting).")
+                      ] = None,
+):
+    """Run the Airflow DAG once without a scheduler (`airflow dags test`, SQLite): scripts, CI."""
+    from heart_mlops import stack
+
+    settings = _settings(selection_metric=metric)
+    if data and synthetic:
+        raise _fail(HeartMlopsError("--data and --synthetic exclude each other"))
+    conf = {"data_uri": data, "synthetic": synthetic, "tuning_trials": trials,
+            "selection_metric": metric}
+    try:
+        code = stack.run_dag_once(settings, conf)
+    except Exception as exc:
+        raise _fail(exc) from None
+    if code:
+        console.print(f"[bold red]{stack.DAG_ID} failed[/] (exit {code}); task logs are above "
+                      f"and in {settings.home_dir / 'airflow' / 'logs'}")
+        raise typer.Exit(code=1)
+    console.print(f"[green]✓[/] {stack.DAG_ID} succeeded")
+
+
+@app.command()
+def up(
+    trials: Annotated[int | None, typer.Option(help="Tuning trials of the first run.")] = None,
+):
+    """The embedded stack: MLflow, Airflow standalone, the API; runs the DAG once; Ctrl-C stops."""
+    from heart_mlops import stack
+
+    settings = _settings()
+    with_api = "serve" in typer.main.get_command(app).commands
+    try:
+        stack.up(settings, with_api=with_api, say=console.print,
+                 conf={"tuning_trials": trials} if trials is not None else None)
+    except Exception as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: setting "
+                                                   "HEART_MLOPS_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: HEART_MLOPS_API_PORT, 8800).")
+                    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: "
+                                                      "HEART_MLOPS_API_WORKERS).")] = None,
+):
+    """Serve the champion over HTTP (FastAPI on uvicorn); /docs describes the API."""
+    import uvicorn
+
+    from heart_mlops.api.metrics import prepare_multiprocess_dir
+
+    settings = _settings(api_host=host, api_port=port, api_workers=workers)
+    try:
+        if settings.api_workers > 1:  # metrics of all workers, summed at /metrics
+            prepare_multiprocess_dir(settings.home_dir / "prometheus")
+        # each worker builds its app from the same environment (and .env)
+        uvicorn.run("heart_mlops.api.app:create_app", factory=True, host=settings.api_host,
+                    port=settings.api_port, workers=settings.api_workers,
+                    log_level="debug" if state["debug"] else "info")
+    except Exception as exc:
+        raise _fail(exc) from None
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ def parse(raw: bytes) -> tuple[pd.DataFrame, str]:
     if fmt == "csv":
         frame[LABEL] = 1 - frame.pop("target")
     else:
-        frame[LABEL] = (frame.pop("num") > 0).astype(float).where(frame["num"].notna())
+        num = frame.pop("num")
+        frame[LABEL] = (num > 0).astype(float).where(num.notna())
         for column, mapping in UCI_RECODE.items():
             mapped = frame[column].map(mapping)
             # a code outside the UCI mapping becomes -1, so validation reports it

@@ -40,8 +40,11 @@ class Candidate:
                 f"candidate '{self.name}': cannot import estimator '{self.estimator}'"
             ) from exc
 
-    def build(self, params: dict[str, Any] | None = None, *, seed: int, n_jobs: int) -> Pipeline:
-        """The full pipeline (preprocessing + estimator) with `params` over the defaults."""
+    def build(self, params: dict[str, Any] | None = None, *, seed: int) -> Pipeline:
+        """The full pipeline (preprocessing + estimator) with `params` over the defaults.
+
+        Estimators run single-threaded: parallelism is at the CV level, and serving one row
+        must not pay for a worker pool."""
         cls = self.estimator_class()
         accepted = inspect.signature(cls).parameters
         merged = {**self.params, **(params or {})}
@@ -53,8 +56,6 @@ class Candidate:
             )
         if "random_state" in accepted:
             merged.setdefault("random_state", seed)
-        if "n_jobs" in accepted:
-            merged.setdefault("n_jobs", n_jobs)
         try:
             estimator = cls(**merged)
         except (TypeError, ValueError) as exc:

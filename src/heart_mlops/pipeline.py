@@ -54,50 +54,70 @@ def _failing(parent_run_id: str | None):
 
 
 def _run_tags(extracted: dict, **extra) -> dict:
-    return {"mlflow.parentRunId": extracted["parent_run_id"],
-            f"{TAG}pipeline_run": extracted["run_key"],
-            f"{TAG}synthetic": str(extracted["synthetic"]).lower(), **extra}
+    return {
+        "mlflow.parentRunId": extracted["parent_run_id"],
+        f"{TAG}pipeline_run": extracted["run_key"],
+        f"{TAG}synthetic": str(extracted["synthetic"]).lower(),
+        **extra,
+    }
 
 
-def extract_data(settings: Settings, *, run_key: str, data_uri: str | None = None,
-                 synthetic: bool = False) -> dict:
+def extract_data(
+    settings: Settings, *, run_key: str, data_uri: str | None = None, synthetic: bool = False
+) -> dict:
     """Copy the source data (or seeded synthetic data, only when asked) into the run's prefix."""
     experiment_id = registry.configure(settings)
     source = "synthetic" if synthetic else (data_uri or settings.data_uri)
     if synthetic:
-        log.warning("using SYNTHETIC data (seed %d): its model will never become champion",
-                    settings.seed)
+        log.warning(
+            "using SYNTHETIC data (seed %d): its model will never become champion", settings.seed
+        )
         raw = synthetic_csv(seed=settings.seed)
     else:
         try:
             raw = storage.read_bytes(source)
         except StorageError as exc:
             if "no such" in str(exc) or "directory" in str(exc):
-                raise DataError(f"data source {source}: {exc}") from None
+                raise DataError(f"cannot read the training data: {exc}") from None
             raise
     prefix = storage.join(settings.artifact_store, "runs", _safe_key(run_key))
     storage.ensure_bucket_of(prefix)
     raw_uri = storage.write_bytes(storage.join(prefix, "raw", "data.csv"), raw)
     parent = _pipeline_run(experiment_id, run_key, source, synthetic)
     log.info("extracted %d bytes from %s to %s", len(raw), source, raw_uri)
-    return {"run_key": run_key, "prefix": prefix, "raw_uri": raw_uri, "source": source,
-            "synthetic": synthetic, "parent_run_id": parent,
-            "sha256": sha256(raw)}
+    return {
+        "run_key": run_key,
+        "prefix": prefix,
+        "raw_uri": raw_uri,
+        "source": source,
+        "synthetic": synthetic,
+        "parent_run_id": parent,
+        "sha256": sha256(raw),
+    }
 
 
 def _pipeline_run(experiment_id: str, run_key: str, source: str, synthetic: bool) -> str:
     """The pipeline's parent MLflow run; a rerun of the same pipeline run reuses it."""
     client = registry.client()
-    found = client.search_runs([experiment_id],
-                               f"tags.`{TAG}pipeline_run` = '{run_key}' and "
-                               f"tags.`{TAG}step` = 'pipeline'", max_results=1)
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`{TAG}pipeline_run` = '{run_key}' and tags.`{TAG}step` = 'pipeline'",
+        max_results=1,
+    )
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=f"pipeline {run_key}", tags={
-        f"{TAG}pipeline_run": run_key, f"{TAG}step": "pipeline", f"{TAG}source": source,
-        f"{TAG}synthetic": str(synthetic).lower(), f"{TAG}code_version": __version__,
-    })
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline {run_key}",
+        tags={
+            f"{TAG}pipeline_run": run_key,
+            f"{TAG}step": "pipeline",
+            f"{TAG}source": source,
+            f"{TAG}synthetic": str(synthetic).lower(),
+            f"{TAG}code_version": __version__,
+        },
+    )
     return run.info.run_id
 
 
@@ -110,8 +130,9 @@ def preprocess_data(settings: Settings, extracted: dict) -> dict:
         prefix = extracted["prefix"]
         prepared = {
             **extracted,
-            "validated_uri": storage.write_frame(storage.join(prefix, "validated.parquet"),
-                                                 dataset.frame),
+            "validated_uri": storage.write_frame(
+                storage.join(prefix, "validated.parquet"), dataset.frame
+            ),
             "train_uri": storage.write_frame(storage.join(prefix, "train.parquet"), train),
             "holdout_uri": storage.write_frame(storage.join(prefix, "holdout.parquet"), holdout),
             "fingerprint": dataset.fingerprint,
@@ -120,8 +141,11 @@ def preprocess_data(settings: Settings, extracted: dict) -> dict:
         }
         storage.write_json(storage.join(prefix, "reports", "data.json"), prepared)
         client = registry.client()
-        for key, value in {**dataset.fingerprint, "rows_train": len(train),
-                           "rows_holdout": len(holdout)}.items():
+        for key, value in {
+            **dataset.fingerprint,
+            "rows_train": len(train),
+            "rows_holdout": len(holdout),
+        }.items():
             client.log_param(extracted["parent_run_id"], f"data_{key}", value)
         return prepared
 
@@ -131,19 +155,26 @@ def train_candidate(settings: Settings, name: str, prepared: dict) -> dict:
     with _failing(prepared["parent_run_id"]):
         registry.configure(settings)
         candidate = load_candidates(settings.model_params_path)[name]
-        model = candidate.build(seed=settings.seed, n_jobs=1)
+        model = candidate.build(seed=settings.seed)
         train = storage.read_frame(prepared["train_uri"])
         started = time.perf_counter()
         model.fit(*xy(train))
         fit_seconds = time.perf_counter() - started
         model_uri = storage.write_bytes(
-            storage.join(prepared["prefix"], "models", f"{name}.skops"), registry.serialize(model))
-        with mlflow.start_run(run_name=name, tags=_run_tags(prepared, **{
-                f"{TAG}step": "candidate", f"{TAG}candidate": name})) as run:
+            storage.join(prepared["prefix"], "models", f"{name}.skops"), registry.serialize(model)
+        )
+        with mlflow.start_run(
+            run_name=name,
+            tags=_run_tags(prepared, **{f"{TAG}step": "candidate", f"{TAG}candidate": name}),
+        ) as run:
             mlflow.log_params(model[-1].get_params())
             mlflow.log_metric("fit_seconds", fit_seconds)
-        return {"name": name, "model_uri": model_uri, "run_id": run.info.run_id,
-                "params": {**candidate.params}}
+        return {
+            "name": name,
+            "model_uri": model_uri,
+            "run_id": run.info.run_id,
+            "params": {**candidate.params},
+        }
 
 
 def evaluate_candidate(settings: Settings, trained: dict, prepared: dict) -> dict:
@@ -153,9 +184,14 @@ def evaluate_candidate(settings: Settings, trained: dict, prepared: dict) -> dic
         model = registry.deserialize(storage.read_bytes(trained["model_uri"]))
         train = storage.read_frame(prepared["train_uri"])
         holdout = storage.read_frame(prepared["holdout_uri"])
-        scores = cross_validated(model, train, folds=settings.cv_folds,
-                                 repeats=settings.cv_repeats, seed=settings.seed,
-                                 n_jobs=settings.n_jobs)
+        scores = cross_validated(
+            model,
+            train,
+            folds=settings.cv_folds,
+            repeats=settings.cv_repeats,
+            seed=settings.seed,
+            n_jobs=settings.n_jobs,
+        )
         scores |= holdout_metrics(model, holdout, settings.threshold)
         with mlflow.start_run(run_id=trained["run_id"]), tempfile.TemporaryDirectory() as tmp:
             mlflow.log_metrics(scores)
@@ -163,12 +199,17 @@ def evaluate_candidate(settings: Settings, trained: dict, prepared: dict) -> dic
                 mlflow.log_artifact(str(path), artifact_path="plots")
         storage.write_json(
             storage.join(prepared["prefix"], "reports", f"evaluation_{trained['name']}.json"),
-            scores)
+            scores,
+        )
         return {**trained, "metrics": scores}
 
 
-def select_best_model(settings: Settings, evaluations: list[dict], metric: str | None = None,
-                      parent_run_id: str | None = None) -> dict:
+def select_best_model(
+    settings: Settings,
+    evaluations: list[dict],
+    metric: str | None = None,
+    parent_run_id: str | None = None,
+) -> dict:
     """The candidate with the best mean CV score of the selection metric."""
     metric = metric or settings.selection_metric
     key = f"cv_{metric}_mean"
@@ -178,12 +219,16 @@ def select_best_model(settings: Settings, evaluations: list[dict], metric: str |
     if parent_run_id:
         registry.configure(settings)
         registry.client().set_tag(parent_run_id, f"{TAG}best_candidate", best["name"])
-    return {**best, "selection_metric": metric,
-            "ranking": [{"name": e["name"], key: e["metrics"][key]} for e in ranking]}
+    return {
+        **best,
+        "selection_metric": metric,
+        "ranking": [{"name": e["name"], key: e["metrics"][key]} for e in ranking],
+    }
 
 
-def tune_best_model(settings: Settings, best: dict, prepared: dict,
-                    trials: int | None = None) -> dict:
+def tune_best_model(
+    settings: Settings, best: dict, prepared: dict, trials: int | None = None
+) -> dict:
     """Search the winner's space; re-score tuned and untuned on fresh folds; keep the better."""
     trials = settings.tuning_trials if trials is None else trials
     metric = best["selection_metric"]
@@ -192,35 +237,61 @@ def tune_best_model(settings: Settings, best: dict, prepared: dict,
         candidate = load_candidates(settings.model_params_path)[best["name"]]
         train = storage.read_frame(prepared["train_uri"])
         tuned_params: dict = {}
-        with mlflow.start_run(run_name=f"tune {best['name']}", tags=_run_tags(
-                prepared, **{f"{TAG}step": "tuning", f"{TAG}candidate": best["name"]})):
+        with mlflow.start_run(
+            run_name=f"tune {best['name']}",
+            tags=_run_tags(prepared, **{f"{TAG}step": "tuning", f"{TAG}candidate": best["name"]}),
+        ):
             if trials > 0 and candidate.search:
-                tuned_params, _ = tuning.search(candidate, train, settings, trials=trials,
-                                                metric=metric)
+                tuned_params, _ = tuning.search(
+                    candidate, train, settings, trials=trials, metric=metric
+                )
             # fresh folds (another seed than the search used) for an unbiased comparison
-            rescore = dict(folds=settings.cv_folds, repeats=settings.cv_repeats,
-                           seed=settings.seed + 1, n_jobs=settings.n_jobs)
-            untuned_cv = cross_validated(candidate.build(seed=settings.seed, n_jobs=1), train,
-                                         **rescore)
-            tuned_cv = (cross_validated(candidate.build(tuned_params, seed=settings.seed,
-                                                        n_jobs=1), train, **rescore)
-                        if tuned_params else None)
+            rescore = dict(
+                folds=settings.cv_folds,
+                repeats=settings.cv_repeats,
+                seed=settings.seed + 1,
+                n_jobs=settings.n_jobs,
+            )
+            untuned_cv = cross_validated(candidate.build(seed=settings.seed), train, **rescore)
+            tuned_cv = (
+                cross_validated(candidate.build(tuned_params, seed=settings.seed), train, **rescore)
+                if tuned_params
+                else None
+            )
             key = f"cv_{metric}_mean"
             use_tuned = tuned_cv is not None and tuned_cv[key] > untuned_cv[key]
             label = "tuned" if use_tuned else "untuned"
             chosen_cv = tuned_cv if use_tuned else untuned_cv
             mlflow.log_params({f"tuned_{k}": v for k, v in tuned_params.items()})
-            mlflow.log_metrics({f"untuned_{key}": untuned_cv[key],
-                                **({f"tuned_{key}": tuned_cv[key]} if tuned_cv else {})})
+            mlflow.log_metrics(
+                {
+                    f"untuned_{key}": untuned_cv[key],
+                    **({f"tuned_{key}": tuned_cv[key]} if tuned_cv else {}),
+                }
+            )
             mlflow.set_tag(f"{TAG}choice", label)
         params = {**candidate.params, **(tuned_params if use_tuned else {})}
-        model = candidate.build(params, seed=settings.seed, n_jobs=1).fit(*xy(train))
+        model = candidate.build(params, seed=settings.seed).fit(*xy(train))
         model_uri = storage.write_bytes(
-            storage.join(prepared["prefix"], "models", "final.skops"), registry.serialize(model))
-        log.info("registering the %s %s (%s %.4f vs untuned %.4f)", label, best["name"], key,
-                 chosen_cv[key], untuned_cv[key])
-        return {"name": best["name"], "label": label, "params": params, "model_uri": model_uri,
-                "cv": chosen_cv, "selection_metric": metric, "trials": trials}
+            storage.join(prepared["prefix"], "models", "final.skops"), registry.serialize(model)
+        )
+        log.info(
+            "registering the %s %s (%s %.4f vs untuned %.4f)",
+            label,
+            best["name"],
+            key,
+            chosen_cv[key],
+            untuned_cv[key],
+        )
+        return {
+            "name": best["name"],
+            "label": label,
+            "params": params,
+            "model_uri": model_uri,
+            "cv": chosen_cv,
+            "selection_metric": metric,
+            "trials": trials,
+        }
 
 
 def register_model(settings: Settings, tuned: dict, prepared: dict) -> dict:
@@ -235,69 +306,125 @@ def register_model(settings: Settings, tuned: dict, prepared: dict) -> dict:
         if existing is None:
             version = _log_and_register(settings, model, tuned, prepared, holdout, holdout_scores)
         else:
-            log.info("pipeline run %s already registered version %s", prepared["run_key"],
-                     existing.version)
-            version = existing.version
+            log.info(
+                "pipeline run %s already registered version %s",
+                prepared["run_key"],
+                existing.version,
+            )
+            version = registry.version_of(existing)
 
         def score(candidate_model) -> float:
             return holdout_metrics(candidate_model, holdout, settings.threshold)[
-                f"holdout_{registry.PROMOTION_METRIC.removeprefix('holdout_')}"]
+                registry.PROMOTION_METRIC
+            ]
 
         promotion = registry.promote_if_better(
-            name, version, score, allow=not prepared["synthetic"],
-            blocked_reason="trained on synthetic data: never champion")
+            name,
+            version,
+            score,
+            allow=not prepared["synthetic"],
+            blocked_reason="trained on synthetic data: never champion",
+        )
         registry.end_run(prepared["parent_run_id"])
         result = {
-            "model_name": name, "version": version, "champion": promotion.promoted,
-            "decision": promotion.reason, "candidate": tuned["name"], "label": tuned["label"],
-            "params": tuned["params"], "cv": tuned["cv"], "holdout": holdout_scores,
-            "synthetic": prepared["synthetic"], "run_key": prepared["run_key"],
+            "model_name": name,
+            "version": version,
+            "champion": promotion.promoted,
+            "decision": promotion.reason,
+            "candidate": tuned["name"],
+            "label": tuned["label"],
+            "params": tuned["params"],
+            "cv": tuned["cv"],
+            "holdout": holdout_scores,
+            "synthetic": prepared["synthetic"],
+            "run_key": prepared["run_key"],
         }
-        storage.write_json(storage.join(prepared["prefix"], "reports", "registration.json"),
-                           result)
+        storage.write_json(storage.join(prepared["prefix"], "reports", "registration.json"), result)
         return result
 
 
 def _log_and_register(settings, model, tuned, prepared, holdout, holdout_scores) -> str:
     by_sex = metrics_by_sex(model, holdout, settings.threshold)
-    with mlflow.start_run(run_name=f"register {tuned['name']}", tags=_run_tags(
-            prepared, **{f"{TAG}step": "register", f"{TAG}candidate": tuned["name"],
-                         f"{TAG}tuning_label": tuned["label"]})) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    with (
+        mlflow.start_run(
+            run_name=f"register {tuned['name']}",
+            tags=_run_tags(
+                prepared,
+                **{
+                    f"{TAG}step": "register",
+                    f"{TAG}candidate": tuned["name"],
+                    f"{TAG}tuning_label": tuned["label"],
+                },
+            ),
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         mlflow.log_params(tuned["params"])
-        mlflow.log_params({"threshold": settings.threshold, "candidate": tuned["name"],
-                           "tuning_label": tuned["label"]})
+        mlflow.log_params(
+            {
+                "threshold": settings.threshold,
+                "candidate": tuned["name"],
+                "tuning_label": tuned["label"],
+            }
+        )
         mlflow.log_metrics({**tuned["cv"], **holdout_scores})
         mlflow.log_dict(prepared["fingerprint"], "data_fingerprint.json")
         for path in save_plots(model, holdout, settings.threshold, Path(tmp)):
             mlflow.log_artifact(str(path), artifact_path="plots")
         model_uri = registry.log_model(model, holdout)
-        card = model_card(model_name=settings.model_name, version=None, candidate=tuned["name"],
-                          params=tuned["params"], fingerprint=prepared["fingerprint"],
-                          cv=tuned["cv"], holdout=holdout_scores, by_sex=by_sex,
-                          threshold=settings.threshold, synthetic=prepared["synthetic"])
+        card = model_card(
+            model_name=settings.model_name,
+            version=None,
+            candidate=tuned["name"],
+            params=tuned["params"],
+            fingerprint=prepared["fingerprint"],
+            cv=tuned["cv"],
+            holdout=holdout_scores,
+            by_sex=by_sex,
+            threshold=settings.threshold,
+            synthetic=prepared["synthetic"],
+        )
         mlflow.log_text(card, "model_card.md")
     fp = prepared["fingerprint"]
-    version = registry.register(model_uri, settings.model_name, {
-        "pipeline_run": prepared["run_key"], "run_id": run.info.run_id,
-        "candidate": tuned["name"], "tuning_label": tuned["label"],
-        "threshold": settings.threshold, "synthetic": str(prepared["synthetic"]).lower(),
-        "data_sha256": fp["sha256"], "data_rows_raw": fp["rows_raw"],
-        "data_rows_distinct": fp["rows_distinct"], "code_version": __version__,
-        **{k: f"{v:.6f}" for k, v in {**tuned["cv"], **holdout_scores}.items()},
-    }).version
+    registered = registry.register(
+        model_uri,
+        settings.model_name,
+        {
+            "pipeline_run": prepared["run_key"],
+            "run_id": run.info.run_id,
+            "candidate": tuned["name"],
+            "tuning_label": tuned["label"],
+            "threshold": settings.threshold,
+            "synthetic": str(prepared["synthetic"]).lower(),
+            "data_sha256": fp["sha256"],
+            "data_rows_raw": fp["rows_raw"],
+            "data_rows_distinct": fp["rows_distinct"],
+            "code_version": __version__,
+            **{k: f"{v:.6f}" for k, v in {**tuned["cv"], **holdout_scores}.items()},
+        },
+    )
+    version = registry.version_of(registered)
     registry.client().update_model_version(
-        settings.model_name, version,
-        description=f"{tuned['label']} {tuned['name']}, data sha256 {fp['sha256'][:12]}")
+        settings.model_name,
+        version,
+        description=f"{tuned['label']} {tuned['name']}, data sha256 {fp['sha256'][:12]}",
+    )
     return version
 
 
 StepCallback = Callable[[str, float, dict], None]
 
 
-def run_pipeline(settings: Settings, *, data_uri: str | None = None, synthetic: bool = False,
-                 trials: int | None = None, metric: str | None = None,
-                 on_step: StepCallback | None = None, run_key: str | None = None) -> dict:
+def run_pipeline(
+    settings: Settings,
+    *,
+    data_uri: str | None = None,
+    synthetic: bool = False,
+    trials: int | None = None,
+    metric: str | None = None,
+    on_step: StepCallback | None = None,
+    run_key: str | None = None,
+) -> dict:
     """All steps in this process, one after another (the CLI's `train`)."""
     timings: dict[str, float] = {}
 
@@ -309,18 +436,36 @@ def run_pipeline(settings: Settings, *, data_uri: str | None = None, synthetic: 
             on_step(name, timings[name], result if isinstance(result, dict) else {})
         return result
 
-    extracted = step("extract_data", extract_data, settings, run_key=run_key or new_run_key(),
-                     data_uri=data_uri, synthetic=synthetic)
+    extracted = step(
+        "extract_data",
+        extract_data,
+        settings,
+        run_key=run_key or new_run_key(),
+        data_uri=data_uri,
+        synthetic=synthetic,
+    )
     prepared = step("preprocess_data", preprocess_data, settings, extracted)
     evaluations = []
     for name in load_candidates(settings.model_params_path):
         trained = step(f"train_{name}", train_candidate, settings, name, prepared)
-        evaluations.append(step(f"evaluate_{name}", evaluate_candidate, settings, trained,
-                                prepared))
-    best = step("select_best_model", select_best_model, settings, evaluations, metric,
-                prepared["parent_run_id"])
+        evaluations.append(
+            step(f"evaluate_{name}", evaluate_candidate, settings, trained, prepared)
+        )
+    best = step(
+        "select_best_model",
+        select_best_model,
+        settings,
+        evaluations,
+        metric,
+        prepared["parent_run_id"],
+    )
     tuned = step("tune_best_model", tune_best_model, settings, best, prepared, trials)
     registered = step("register_model", register_model, settings, tuned, prepared)
-    return {"evaluations": evaluations, "best": best, "tuned": tuned,
-            "registered": registered, "timings": timings, "data": prepared}
-
+    return {
+        "evaluations": evaluations,
+        "best": best,
+        "tuned": tuned,
+        "registered": registered,
+        "timings": timings,
+        "data": prepared,
+    }

@@ -7,7 +7,9 @@ current champion on the same holdout rows, both scored now. Otherwise the new ve
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -37,15 +39,28 @@ def configure(settings: Settings) -> str:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.home_dir.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow exports the URI to the environment; keep the environment the user's, so Settings
+    # created later in this process read their own configuration
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     client = MlflowClient()
     try:
         experiment = client.get_experiment_by_name(settings.experiment_name)
         if experiment is not None:
-            return experiment.experiment_id
-        location = (settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:") else None)
-        return client.create_experiment(settings.experiment_name, artifact_location=location)
+            experiment_id = experiment.experiment_id
+        else:
+            location = (settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:")
+                        else None)
+            experiment_id = client.create_experiment(settings.experiment_name,
+                                                     artifact_location=location)
+        # runs started with mlflow.start_run() go to this experiment, not "Default"
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
     except MlflowException as exc:
         raise RegistryError(f"MLflow at {_safe_uri(uri)} failed: {exc.message}") from None
 
@@ -103,6 +118,8 @@ def client() -> MlflowClient:
 
 
 def version_by_alias(model_name: str, alias: str):
+    """The ModelVersion behind an alias, or None. (Its .version may be an int: compare with
+    `version_of`.)"""
     try:
         return client().get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
@@ -121,17 +138,20 @@ def version_for_pipeline_run(model_name: str, pipeline_run: str):
     return found[0] if found else None
 
 
+def version_of(model_version) -> str | None:
+    """A version number as a string (MLflow stores differ), None for no version."""
+    return None if model_version is None else str(model_version.version)
+
+
 def register(model_uri: str, model_name: str, tags: dict[str, str]):
     try:
         client().get_registered_model(model_name)
     except MlflowException:
-        try:
+        with contextlib.suppress(MlflowException):  # another run may create it meanwhile
             client().create_registered_model(
                 model_name, description="Heart-disease classifier: P(disease) from 13 features.")
-        except MlflowException:
-            pass  # created concurrently
-    return mlflow.register_model(model_uri, model_name,
-                                 tags={f"{TAG_PREFIX}{k}": str(v) for k, v in tags.items()})
+    return mlflow.register_model(
+        model_uri, model_name, tags={f"{TAG_PREFIX}{k}": str(v) for k, v in tags.items()})
 
 
 def load_version(model_name: str, version: str):
@@ -161,29 +181,27 @@ def promote_if_better(model_name: str, version: str, score_fn, *, allow: bool = 
     Compare-and-set: the champion is re-read right before the alias moves; if another run moved
     it meanwhile, the comparison is made again against the new champion.
     """
+    version = str(version)
     new_score = score_fn(load_version(model_name, version))
     for _ in range(attempts):
-        current = version_by_alias(model_name, CHAMPION)
-        if current is not None and current.version == version:
+        current = version_of(version_by_alias(model_name, CHAMPION))
+        if current == version:
             return Promotion(version, True, "already champion", new_score, version, new_score)
-        champion_score = (score_fn(load_version(model_name, current.version))
-                          if current is not None else None)
+        champion_score = score_fn(load_version(model_name, current)) if current else None
         if not allow:
             promoted, reason = False, blocked_reason
         elif champion_score is None:
             promoted, reason = True, "no champion yet"
         elif new_score > champion_score:
             promoted, reason = True, (f"{PROMOTION_METRIC} {new_score:.4f} beats champion "
-                                      f"v{current.version} {champion_score:.4f}")
+                                      f"v{current} {champion_score:.4f}")
         else:
             promoted, reason = False, (f"{PROMOTION_METRIC} {new_score:.4f} does not beat "
-                                       f"champion v{current.version} {champion_score:.4f}")
-        recheck = version_by_alias(model_name, CHAMPION)
-        if (recheck.version if recheck else None) != (current.version if current else None):
+                                       f"champion v{current} {champion_score:.4f}")
+        if version_of(version_by_alias(model_name, CHAMPION)) != current:
             log.warning("champion moved during comparison; comparing again")
             continue
-        result = Promotion(version, promoted, reason, new_score,
-                           current.version if current else None, champion_score)
+        result = Promotion(version, promoted, reason, new_score, current, champion_score)
         _record(model_name, result)
         return result
     raise RegistryError(f"champion kept moving during {attempts} comparisons; version {version} "
@@ -211,9 +229,8 @@ def promote(model_name: str, version: str, reason: str) -> Promotion:
         client().get_model_version(model_name, version)
     except MlflowException:
         raise RegistryError(f"model '{model_name}' has no version {version}") from None
-    current = version_by_alias(model_name, CHAMPION)
-    result = Promotion(version, True, reason, float("nan"),
-                       current.version if current else None, None)
+    result = Promotion(str(version), True, reason, float("nan"),
+                       version_of(version_by_alias(model_name, CHAMPION)), None)
     _record(model_name, result)
     return result
 

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         description="Training data: a path, file:// or s3:// URI (CSV or UCI processed.*.data).",
     )
     artifact_store_uri: str = Field(
-        "", description="Where pipeline steps exchange data: file:// or s3://. Default: HOME/artifacts."
+        "", description="Where steps exchange data: file:// or s3://. Default: HOME/artifacts."
     )
     mlflow_tracking_uri: str = Field(
         "",

@@ -38,7 +38,7 @@ def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, tri
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, candidate.search)
-        model = candidate.build(params, seed=settings.seed, n_jobs=1)
+        model = candidate.build(params, seed=settings.seed)
         score = cv_score(model, train, metric, folds=settings.cv_folds,
                          repeats=settings.cv_repeats, seed=settings.seed, n_jobs=settings.n_jobs)
         with mlflow.start_run(run_name=f"trial_{trial.number}", nested=True):

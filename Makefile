@@ -1,0 +1,57 @@
+# The two commands of the README: `make run` and `make test`. Each does its own set-up.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
+.PHONY: help setup run train test lint format bench env stack-env system-deps clean
+
+help:
+	@echo "make run    set up, then run the pipeline once on embedded defaults"
+	@echo "make test   set up, then run the whole test suite"
+	@echo "make lint   ruff"
+	@echo "make bench  time each pipeline step"
+	@echo "make env    write .env for the Docker stack with fresh random secrets"
+
+# The environment comes from the committed uv.lock: nothing is resolved at install time.
+$(BIN)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet "uv>=0.5"
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+setup: $(BIN)/.synced
+
+run: setup
+	$(BIN)/heart-mlops train
+
+train: setup
+	$(BIN)/heart-mlops train
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks airflow
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks airflow
+
+bench: setup
+	$(BIN)/python benchmarks/bench_pipeline.py
+
+# .env for Docker Compose: fresh random secrets and your AIRFLOW_UID (never overwrites .env)
+env:
+	python3 scripts/make_env.py
+
+# regenerate docker-compose.yaml's settings block after deploy/stack.env.template changed
+stack-env: setup
+	$(BIN)/python scripts/compose_stack_env.py
+
+# Debian packages the tests use (compose validation, linters, promtool); needs root.
+system-deps:
+	apt-get update -qq
+	grep -v '^#' .ci/apt-packages.txt | xargs -r apt-get install -y -qq --no-install-recommends
+
+clean:
+	rm -rf $(VENV) .heart-mlops .pytest_cache .ruff_cache

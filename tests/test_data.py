@@ -1,0 +1,157 @@
+"""The data facts the pipeline depends on, checked against the repository's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heart_mlops.data import (
+    FEATURE_SPECS,
+    FEATURES,
+    LABEL,
+    SCHEMA,
+    load_bytes,
+    parse,
+    synthetic_csv,
+)
+from heart_mlops.errors import DataError
+from heart_mlops.evaluation import split_holdout
+from heart_mlops.settings import PROJECT_ROOT
+
+HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
+CLEVELAND = PROJECT_ROOT / "data" / "uci" / "processed.cleveland.data"
+JOIN_KEYS = ["age", "sex", "trestbps", "chol", "thalach", "oldpeak", "fbs", "exang"]
+
+
+@pytest.fixture(scope="module")
+def csv_dataset():
+    return load_bytes(HEART_CSV.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def uci_dataset():
+    return load_bytes(CLEVELAND.read_bytes())
+
+
+def test_duplicates_are_removed_before_any_split(csv_dataset):
+    assert csv_dataset.rows_raw == 1025
+    assert csv_dataset.rows_distinct == 302
+    assert not csv_dataset.frame.duplicated().any()
+    assert csv_dataset.fingerprint["duplicates_removed"] == 723
+
+
+def test_fingerprint_is_the_files_sha256(csv_dataset):
+    assert csv_dataset.sha256 == (
+        "ea77cdebac756ab984173c29107ccf4848577fffb77b5848a65e0426d473589b")
+
+
+def test_no_patient_is_in_both_holdout_and_training(csv_dataset):
+    train, holdout = split_holdout(csv_dataset.frame, 0.2, seed=42)
+    keys = list(FEATURES)
+    overlap = train[keys].merge(holdout[keys], how="inner")
+    assert len(overlap) == 0
+    assert len(train) + len(holdout) == 302
+    assert abs(holdout[LABEL].mean() - train[LABEL].mean()) < 0.05  # stratified
+
+
+def test_every_csv_patient_is_a_uci_patient_with_same_features_and_diagnosis(
+        csv_dataset, uci_dataset):
+    csv, uci = csv_dataset.frame, uci_dataset.frame
+    assert len(uci) == 303  # the UCI file has one more patient
+    joined = csv.merge(uci, on=JOIN_KEYS, suffixes=("_csv", "_uci"), validate="one_to_one")
+    assert len(joined) == 302
+    for column in [*(c for c in FEATURES if c not in JOIN_KEYS), LABEL]:
+        left, right = joined[f"{column}_csv"], joined[f"{column}_uci"]
+        same = (left == right) | (left.isna() & right.isna())
+        assert same.all(), f"{column} differs on {int((~same).sum())} patients"
+
+
+def test_label_is_disease_not_the_inverted_target():
+    raw = pd.read_csv(HEART_CSV).drop_duplicates()
+    frame, fmt = parse(HEART_CSV.read_bytes())
+    assert fmt == "csv"
+    assert (frame[LABEL].to_numpy() == 1 - pd.read_csv(HEART_CSV)["target"].to_numpy()).all()
+    # in the UCI file disease is num > 0; 138 of its 303 patients have it
+    uci, fmt = parse(CLEVELAND.read_bytes())
+    assert fmt == "uci" and int(uci[LABEL].sum()) == 139
+    assert len(raw) == 302
+
+
+def test_disguised_missing_codes_become_missing(csv_dataset):
+    raw = pd.read_csv(HEART_CSV).drop_duplicates()
+    frame = csv_dataset.frame
+    assert frame["ca"].isna().sum() == (raw["ca"] == 4).sum() > 0
+    assert frame["thal"].isna().sum() == (raw["thal"] == 0).sum() > 0
+    assert frame["ca"].max() <= 3 and frame["thal"].min() >= 1
+
+
+def _csv_with(change) -> bytes:
+    frame = pd.read_csv(HEART_CSV)
+    change(frame)
+    return frame.to_csv(index=False).encode()
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda f: f.drop(columns=["chol"], inplace=True), "missing column(s) chol"),
+    (lambda f: f.loc.__setitem__((3, "cp"), 7), "column 'cp': rows 4 hold 7"),
+    (lambda f: f.loc.__setitem__((0, "age"), 300), "column 'age': rows 1 hold 300"),
+    (lambda f: f.__setitem__("thalach", f["thalach"].astype(object))
+     or f.loc.__setitem__((5, "thalach"), "high"), "column 'thalach' must be numeric"),
+])
+def test_invalid_data_is_reported_with_column_rows_and_allowed_values(change, expected):
+    with pytest.raises(DataError) as error:
+        load_bytes(_csv_with(change))
+    assert expected in str(error.value)
+
+
+def test_report_names_allowed_values():
+    with pytest.raises(DataError, match=r"allowed: 0, 1, 2, 3"):
+        load_bytes(_csv_with(lambda f: f.loc.__setitem__((3, "cp"), 7)))
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (b"", "empty"),
+    (b"   \n", "empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a CSV|fields|column"),
+    (b"hello,world\n1,2\n", "missing column"),
+    (b"1,2,3\n4,5,6\n", "14 comma-separated fields"),
+])
+def test_unreadable_files_give_one_clear_error(payload, expected):
+    with pytest.raises(DataError, match=expected):
+        load_bytes(payload)
+
+
+def test_uci_codes_outside_the_mapping_are_rejected():
+    lines = CLEVELAND.read_text().splitlines()
+    fields = lines[0].split(",")
+    fields[2] = "9.0"  # cp 9 does not exist in UCI's codes
+    lines[0] = ",".join(fields)
+    with pytest.raises(DataError, match="column 'cp'"):
+        load_bytes("\n".join(lines).encode())
+
+
+def test_synthetic_data_is_seeded_and_valid():
+    first, second = synthetic_csv(seed=7), synthetic_csv(seed=7)
+    assert first == second != synthetic_csv(seed=8)
+    dataset = load_bytes(first)
+    SCHEMA.validate(dataset.frame)
+    assert set(dataset.frame[LABEL].unique()) == {0.0, 1.0}
+
+
+def test_feature_table_matches_the_data_files(csv_dataset):
+    assert [s.name for s in FEATURE_SPECS] == list(pd.read_csv(HEART_CSV).columns[:-1])
+    for spec in FEATURE_SPECS:
+        values = csv_dataset.frame[spec.name].dropna()
+        if spec.codes:
+            assert set(values.unique()) <= set(map(float, spec.codes)), spec.name
+        else:
+            assert values.between(spec.low, spec.high).all(), spec.name
+
+
+def test_project_does_not_read_outside_its_tree():
+    for path in Path(PROJECT_ROOT / "src").rglob("*.py"):
+        assert "../shared" not in path.read_text(), path
+    assert np.isfinite(pd.read_csv(HEART_CSV).select_dtypes("number").to_numpy()).all()

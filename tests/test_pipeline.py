@@ -1,0 +1,177 @@
+"""The pipeline end to end on a local store: registry, champion rule, harmless failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+
+from heart_mlops import registry
+from heart_mlops.data import FEATURES
+from heart_mlops.errors import DataError
+from heart_mlops.pipeline import run_pipeline
+from heart_mlops.settings import PROJECT_ROOT
+
+HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
+
+
+def _champion(settings):
+    registry.configure(settings)
+    return registry.version_by_alias(settings.model_name, registry.CHAMPION)
+
+
+def _versions(settings):
+    registry.configure(settings)
+    return registry.client().search_model_versions(f"name = '{settings.model_name}'")
+
+
+def test_champion_is_honest_and_leak_free(trained):
+    registered = trained["result"]["registered"]
+    cv_auc = registered["cv"]["cv_roc_auc_mean"]
+    assert 0.88 <= cv_auc <= 0.95, cv_auc  # above 0.95 would mean a leak
+    assert registered["champion"] and registered["decision"] == "no champion yet"
+    assert registered["label"] in {"tuned", "untuned"}
+    evaluated = {e["name"] for e in trained["result"]["evaluations"]}
+    assert evaluated == {"random_forest", "logistic_regression", "svm"}
+
+
+def test_version_carries_tags_model_card_and_plots(trained):
+    settings = trained["settings"]
+    champion = _champion(settings)
+    tags = champion.tags
+    assert tags["heart_mlops.data_sha256"] == (
+        "ea77cdebac756ab984173c29107ccf4848577fffb77b5848a65e0426d473589b")
+    assert tags["heart_mlops.data_rows_distinct"] == "302"
+    assert tags["heart_mlops.threshold"] == "0.5"
+    assert tags["heart_mlops.promotion_decision"] == "champion"
+    artifacts = {a.path for a in registry.client().list_artifacts(champion.run_id)}
+    assert {"model_card.md", "data_fingerprint.json", "plots"} <= artifacts
+    plots = {a.path for a in registry.client().list_artifacts(champion.run_id, "plots")}
+    assert {"plots/roc_curve.png", "plots/confusion_matrix.png",
+            "plots/calibration_curve.png"} <= plots
+    card = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card.md")
+    assert "Intended use" in card and "by sex" in card and "single hospital" in card.lower()
+
+
+def test_champion_loads_in_a_fresh_process_and_gives_p_disease_with_nan(trained):
+    settings = trained["settings"]
+    script = f"""
+import json, sys, numpy as np, pandas as pd, mlflow
+mlflow.set_tracking_uri({settings.tracking_uri!r})
+model = mlflow.pyfunc.load_model("models:/{settings.model_name}@champion")
+frame = pd.read_csv({str(HEART_CSV)!r}).drop(columns="target").astype("float64")
+frame.loc[0, :] = np.nan  # a patient with nothing recorded
+for i, column in enumerate(frame.columns):
+    frame.loc[i + 1, column] = np.nan  # each column missing once
+out = np.asarray(model.predict(frame))
+print(json.dumps({{"shape": list(out.shape), "p": out[:, 1].tolist(),
+                  "rowsum": float(np.abs(out.sum(axis=1) - 1).max())}}))
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [1025, 2] and result["rowsum"] < 1e-9
+    p = np.array(result["p"])
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    # P(disease) agrees with the diagnosis: high for sick patients, low for healthy ones
+    import pandas as pd
+    disease = 1 - pd.read_csv(HEART_CSV)["target"].to_numpy()
+    assert p[disease == 1].mean() > 0.6 > 0.4 > p[disease == 0].mean()
+
+
+def test_disguised_missing_codes_equal_missing_values(trained):
+    model = registry.load_version(trained["settings"].model_name,
+                                  registry.version_of(_champion(trained["settings"])))
+    row = np.array([[63, 1, 3, 145, 0, 1, 0, 150, 0, 2.3, 0, 4, 0]], dtype=float)
+    with_nan = row.copy()
+    with_nan[0, [FEATURES.index("chol"), FEATURES.index("ca"), FEATURES.index("thal")]] = np.nan
+    assert model.predict_proba(row)[0, 1] == model.predict_proba(with_nan)[0, 1]
+
+
+def test_second_run_on_same_data_registers_a_challenger(trained):
+    settings = trained["settings"]
+    before = registry.version_of(_champion(settings))
+    result = run_pipeline(settings, run_key="test-second-run")  # same settings
+    registered = result["registered"]
+    assert not registered["champion"], registered["decision"]
+    assert "does not beat" in registered["decision"]
+    assert registry.version_of(_champion(settings)) == before
+    challenger = registry.version_by_alias(settings.model_name, registry.CHALLENGER)
+    assert registry.version_of(challenger) == registered["version"]
+    tags = challenger.tags
+    assert tags["heart_mlops.promotion_decision"] == "challenger"
+    assert float(tags["heart_mlops.promotion_holdout_roc_auc"]) <= float(
+        tags["heart_mlops.promotion_champion_holdout_roc_auc"])
+
+
+def test_worse_challenger_does_not_move_champion(trained):
+    settings = trained["settings"]
+    champion = registry.version_of(_champion(settings))
+    holdout = trained["result"]["data"]["holdout_uri"]
+    from heart_mlops import storage
+    from heart_mlops.evaluation import holdout_metrics
+    frame = storage.read_frame(holdout)
+
+    def score(model):
+        return holdout_metrics(model, frame, 0.5)["holdout_roc_auc"]
+
+    # a worse model: trained on shuffled labels
+    from heart_mlops.evaluation import xy
+    from heart_mlops.models import load_candidates
+    train = storage.read_frame(trained["result"]["data"]["train_uri"])
+    X, y = xy(train)
+    bad = load_candidates(settings.model_params_path)["logistic_regression"].build(
+        seed=1).fit(X, np.random.default_rng(0).permutation(y))
+    with mlflow.start_run(run_name="worse model"):
+        uri = registry.log_model(bad, frame)
+    version = registry.version_of(
+        registry.register(uri, settings.model_name, {"candidate": "shuffled"}))
+    result = registry.promote_if_better(settings.model_name, version, score)
+    assert not result.promoted and result.champion_version == champion
+    assert result.new_score < result.champion_score
+    assert registry.version_of(_champion(settings)) == champion
+
+
+def test_synthetic_model_is_registered_but_never_champion(trained):
+    settings = trained["settings"]
+    before = registry.version_of(_champion(settings))
+    result = run_pipeline(settings, synthetic=True, run_key="test-synthetic", trials=0)
+    registered = result["registered"]
+    assert registered["synthetic"] and not registered["champion"]
+    assert "synthetic" in registered["decision"]
+    version = registry.client().get_model_version(settings.model_name, registered["version"])
+    assert version.tags["heart_mlops.synthetic"] == "true"
+    assert registry.version_of(_champion(settings)) == before
+
+
+@pytest.mark.parametrize("payload", [
+    b"age,sex\n1,2\n",                                  # missing columns
+    HEART_CSV.read_bytes().replace(b"\n52,1,0,", b"\n52,1,9,", 1),  # unknown cp code
+    b"",                                                 # empty file
+])
+def test_bad_data_registers_nothing_and_leaves_no_successful_run(trained, tmp_path, payload):
+    settings = trained["settings"]
+    champion = registry.version_of(_champion(settings))
+    versions = len(_versions(settings))
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(payload)
+    with pytest.raises(DataError):
+        run_pipeline(settings, data_uri=str(bad), run_key=f"test-bad-{tmp_path.name}")
+    assert registry.version_of(_champion(settings)) == champion
+    assert len(_versions(settings)) == versions
+    runs = mlflow.search_runs(experiment_names=[settings.experiment_name],
+                              filter_string=f"tags.`heart_mlops.pipeline_run` = "
+                                            f"'test-bad-{tmp_path.name}'", output_format="list")
+    assert runs and all(run.info.status == "FAILED" for run in runs)
+
+
+def test_missing_path_is_an_error_not_synthetic_data(fresh_settings, tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        run_pipeline(fresh_settings, data_uri=str(tmp_path / "absent.csv"))
+    registry.configure(fresh_settings)
+    assert registry.version_by_alias(fresh_settings.model_name, registry.CHAMPION) is None
