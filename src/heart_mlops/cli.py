@@ -302,6 +302,9 @@ def serve(
     from heart_mlops.api.metrics import prepare_multiprocess_dir
 
     settings = _settings(api_host=host, api_port=port, api_workers=workers)
+    # a registry that is down must not hold a reload for minutes of HTTP retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         if settings.api_workers > 1:  # metrics of all workers, summed at /metrics
             prepare_multiprocess_dir(settings.home_dir / "prometheus")

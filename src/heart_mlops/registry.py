@@ -34,8 +34,8 @@ TAG_PREFIX = "heart_mlops."
 PROMOTION_METRIC = "holdout_roc_auc"
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the configured store; create the experiment if needed. -> experiment id"""
+def connect(settings: Settings) -> None:
+    """Point MLflow at the configured tracking and registry store (reads only)."""
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.home_dir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +48,12 @@ def configure(settings: Settings) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def configure(settings: Settings) -> str:
+    """`connect`, and create the experiment if needed. -> experiment id"""
+    connect(settings)
+    uri = settings.tracking_uri
     client = MlflowClient()
     try:
         experiment = client.get_experiment_by_name(settings.experiment_name)

@@ -1,0 +1,322 @@
+"""Serve the same champion two ways, one worker each, and load both with the same client.
+
+    python benchmarks/bench_api.py --home .bench-home --train random_forest
+
+- this API: `heart-mlops serve --workers 1`
+- MLflow:   `mlflow models serve -m models:/<name>@champion --env-manager local --workers 1`
+
+Both listen on loopback ports (18800-18899). One load generator measures each in turn, rounds
+alternating the order: single rows at concurrency 1 and 32, and batches of 1000 rows. The
+generator is `wrk` (Debian package wrk) when installed, else a bounded asyncio client (httpx,
+which shares the CPUs and inflates tail latencies at high concurrency); --client chooses.
+Prints a markdown table with requests/s, rows/s, p50 and p99 latency and the ratio of this API
+to MLflow (same run, same machine). Every measurement is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from heart_mlops.data import FEATURES  # noqa: E402
+from heart_mlops.settings import Settings  # noqa: E402
+
+HOST = "127.0.0.1"
+STARTUP_SECONDS = 300
+MAX_REQUESTS = 50_000  # per measurement, besides the time bound
+
+
+@dataclass
+class Scenario:
+    name: str
+    concurrency: int
+    rows: int
+
+
+@dataclass
+class Measurement:
+    seconds: float = 0.0
+    rows: int = 0
+    requests: int = 0
+    latencies: list[float] = field(default_factory=list)  # every request's (httpx client)
+    p50: float | None = None  # seconds, as reported by wrk
+    p99: float | None = None
+    failures: int = 0
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    ready_path: str
+    process: subprocess.Popen | None = None
+
+    def body(self, rows: list[list[float]]) -> dict:
+        if self.name == "mlflow":
+            return {"dataframe_split": {"columns": list(FEATURES), "data": rows}}
+        if len(rows) == 1:
+            return {"features": rows[0]}
+        return {"instances": [{"features": row} for row in rows]}
+
+    def path(self, rows: int) -> str:
+        if self.name == "mlflow":
+            return "/invocations"
+        return "/predict" if rows == 1 else "/predict/batch"
+
+
+def train_champion(settings: Settings, candidate: str) -> None:
+    """A quick store whose champion is `candidate` (only that candidate is trained)."""
+    import yaml
+
+    from heart_mlops.pipeline import run_pipeline
+
+    params = yaml.safe_load(settings.model_params_path.read_text())
+    only = {"candidates": {candidate: params["candidates"][candidate]}}
+    path = settings.home_dir / "bench_model_params.yaml"
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(only))
+    quick = settings.model_copy(update={"model_params_path": path, "cv_folds": 3,
+                                        "cv_repeats": 1, "tuning_trials": 0})
+    result = run_pipeline(quick)
+    if not result["registered"]["champion"]:
+        raise SystemExit(f"the trained {candidate} did not become champion: "
+                         f"{result['registered']['decision']}")
+
+
+def start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log = log_path.open("wb")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, 15)  # its own session: the server and its workers
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait(timeout=10)
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process is not None and server.process.poll() is not None:
+            raise SystemExit(f"{server.name} exited during startup (see its log)")
+        try:
+            if httpx.get(server.url + server.ready_path, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{server.name} not ready after {STARTUP_SECONDS}s")
+
+
+async def measure(server: Server, scenario: Scenario, rows: list[list[float]],
+                  seconds: float) -> Measurement:
+    body = server.body(rows[:scenario.rows])
+    path = server.path(scenario.rows)
+    result = Measurement()
+    deadline = time.perf_counter() + seconds
+    sent = 0
+    limits = httpx.Limits(max_connections=scenario.concurrency,
+                          max_keepalive_connections=scenario.concurrency)
+
+    async def user(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while time.perf_counter() < deadline and sent < MAX_REQUESTS:
+            sent += 1
+            started = time.perf_counter()
+            try:
+                response = await client.post(path, json=body)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                result.latencies.append(time.perf_counter() - started)
+                result.requests += 1
+                result.rows += scenario.rows
+            else:
+                result.failures += 1
+
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
+        for _ in range(3):  # warm connections and caches
+            await client.post(path, json=body)
+        started = time.perf_counter()
+        await asyncio.gather(*(user(client) for _ in range(scenario.concurrency)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+_WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local file = io.open("{body}", "r")
+wrk.body = file:read("*a")
+file:close()
+"""
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def measure_wrk(server: Server, scenario: Scenario, rows: list[list[float]],
+                seconds: float, workdir: Path) -> Measurement:
+    """One wrk run (one thread, `concurrency` connections, bounded by `seconds`)."""
+    body = workdir / f"{server.name}-{scenario.rows}.json"
+    body.write_text(json.dumps(server.body(rows[:scenario.rows])))
+    script = workdir / f"{server.name}-{scenario.rows}.lua"
+    script.write_text(_WRK_SCRIPT.format(body=body))
+    completed = subprocess.run(
+        ["wrk", "-t1", f"-c{scenario.concurrency}", f"-d{seconds:g}s", "--latency",
+         "--timeout", "60s", "-s", str(script), server.url + server.path(scenario.rows)],
+        capture_output=True, text=True, timeout=seconds + 120, check=True)
+    out = completed.stdout
+    requests, duration = re.search(r"(\d+) requests in ([\d.]+\w+)", out).groups()
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    failures = (int(non_2xx.group(1)) if non_2xx else 0) + (
+        sum(map(int, errors.groups())) if errors else 0)
+    ok = int(requests) - failures
+    return Measurement(seconds=_seconds(duration), rows=ok * scenario.rows, requests=ok,
+                       p50=_seconds(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+                       p99=_seconds(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+                       failures=failures)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def table(results: dict[tuple[str, str], list[Measurement]], scenarios: list[Scenario]) -> str:
+    lines = ["| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    summary = {}
+    for scenario in scenarios:
+        for name in ("api", "mlflow"):
+            runs = results[(scenario.name, name)]
+            seconds = sum(r.seconds for r in runs)
+            latencies = [x for r in runs for x in r.latencies]
+            if latencies:  # every request's latency: exact percentiles over all rounds
+                p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+            else:  # wrk's percentiles per round: their median
+                p50 = statistics.median(r.p50 for r in runs)
+                p99 = statistics.median(r.p99 for r in runs)
+            stats = {"rps": sum(r.requests for r in runs) / seconds,
+                     "rows": sum(r.rows for r in runs) / seconds,
+                     "p50": p50 * 1e3, "p99": p99 * 1e3,
+                     "failed": sum(r.failures for r in runs)}
+            summary[(scenario.name, name)] = stats
+            lines.append(f"| {scenario.name} | {'this API' if name == 'api' else 'mlflow'} | "
+                         f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.1f} | "
+                         f"{stats['p99']:.1f} | {stats['failed']} |")
+        api, peer = summary[(scenario.name, "api")], summary[(scenario.name, "mlflow")]
+        ratio = {key: api[key] / peer[key] for key in ("rps", "rows", "p50", "p99")}
+        lines.append(f"| {scenario.name} | **ratio API/MLflow** | **{ratio['rps']:.1f}x** | "
+                     f"**{ratio['rows']:.1f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, help="store to serve from (HEART_MLOPS_HOME); "
+                        "default: the settings' home")
+    parser.add_argument("--train", metavar="CANDIDATE",
+                        help="first train a quick store whose champion is this candidate "
+                             "(e.g. random_forest, logistic_regression, svm)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
+    parser.add_argument("--api-port", type=int, default=18810)
+    parser.add_argument("--mlflow-port", type=int, default=18811)
+    parser.add_argument("--output", type=Path, help="also write the table here")
+    parser.add_argument("--client", choices=("wrk", "httpx"),
+                        default="wrk" if shutil.which("wrk") else "httpx",
+                        help="load generator (default: wrk when installed)")
+    args = parser.parse_args()
+    for port in (args.api_port, args.mlflow_port):
+        if not 18800 <= port <= 18899:
+            raise SystemExit(f"port {port}: use 18800-18899")
+
+    env = {**os.environ}
+    if args.home:
+        env["HEART_MLOPS_HOME"] = str(args.home.resolve())
+        os.environ["HEART_MLOPS_HOME"] = env["HEART_MLOPS_HOME"]
+    settings = Settings()
+    if args.train:
+        train_champion(settings, args.train)
+    env.update({"MLFLOW_TRACKING_URI": settings.tracking_uri, "HEART_MLOPS_API_POLL_SECONDS": "0",
+                "PYTHONWARNINGS": "ignore"})
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # mlflow runs `uvicorn`
+    api = Server("api", f"http://{HOST}:{args.api_port}", "/health/ready")
+    mlflow = Server("mlflow", f"http://{HOST}:{args.mlflow_port}", "/ping")
+    rows = (pd.read_csv(ROOT / "data" / "heart.csv").loc[:, list(FEATURES)]
+            .head(1000).astype(float).to_numpy().tolist())
+    scenarios = [Scenario("1 row, concurrency 1", 1, 1), Scenario("1 row, concurrency 32", 32, 1),
+                 Scenario("1000-row batch, concurrency 1", 1, 1000)]
+    logs = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    try:
+        api.process = start([str(bin_dir / "heart-mlops"), "serve", "--host", HOST, "--port",
+                             str(args.api_port), "--workers", "1"], env, logs / "api.log")
+        mlflow.process = start([str(bin_dir / "mlflow"), "models", "serve", "-m",
+                                f"models:/{settings.model_name}@champion", "--env-manager",
+                                "local", "--host", HOST, "--port", str(args.mlflow_port),
+                                "--workers", "1"], env, logs / "mlflow.log")
+        wait_ready(api)
+        wait_ready(mlflow)
+        info = httpx.get(api.url + "/model/info", timeout=10).json()
+        results: dict[tuple[str, str], list[Measurement]] = {
+            (s.name, n): [] for s in scenarios for n in ("api", "mlflow")}
+        for round_number in range(args.rounds):
+            order = (api, mlflow) if round_number % 2 == 0 else (mlflow, api)
+            for scenario in scenarios:
+                for server in order:
+                    result = (measure_wrk(server, scenario, rows, args.seconds, logs)
+                              if args.client == "wrk" else
+                              asyncio.run(measure(server, scenario, rows, args.seconds)))
+                    results[(scenario.name, server.name)].append(result)
+                    print(f"round {round_number + 1} {scenario.name} {server.name}: "
+                          f"{result.requests / result.seconds:.1f} req/s", file=sys.stderr)
+    except BaseException:
+        print(f"server logs kept in {logs}", file=sys.stderr)
+        raise
+    finally:
+        stop(api.process)
+        stop(mlflow.process)
+    report = (f"Champion: {settings.model_name} v{info['version']} ({info['model_type']}, "
+              f"{info['runtime']} runtime here); {args.rounds} rounds of {args.seconds:g}s per "
+              f"measurement, one worker each, {os.cpu_count()} CPUs, load by {args.client}.\n\n"
+              + table(results, scenarios))
+    print(report)
+    if args.output:
+        args.output.write_text(report + "\n")
+    shutil.rmtree(logs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

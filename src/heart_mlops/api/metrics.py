@@ -1,0 +1,119 @@
+"""Prometheus metrics of the API (names are queried by the Grafana dashboard: keep them).
+
+With several uvicorn workers, set PROMETHEUS_MULTIPROC_DIR (`heart-mlops serve` does when
+--workers > 1): every worker writes its values there and /metrics sums them across workers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so the series stay few
+
+REQUESTS = Counter("heart_api_requests_total", "HTTP requests by method, route and status.",
+                   ["method", "route", "status"])
+LATENCY = Histogram("heart_api_request_duration_seconds", "Request duration by route.",
+                    ["method", "route"],
+                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                             1.0, 2.5, 5.0, 10.0))
+PREDICTIONS = Counter("heart_api_predictions_total", "Predictions by class (1 = disease).",
+                      ["prediction"])
+# across workers: loaded only if every live worker has a model; version the highest served
+MODEL_LOADED = Gauge("heart_api_model_loaded", "1 when a model is loaded and serving.",
+                     multiprocess_mode="livemin")
+MODEL_VERSION = Gauge("heart_api_model_version", "Registered version of the served model.",
+                      multiprocess_mode="livemax")
+
+
+def record_model(version: str | None) -> None:
+    MODEL_LOADED.set(0 if version is None else 1)
+    if version is not None and version.isdigit():
+        MODEL_VERSION.set(int(version))
+
+
+def record_predictions(positives: int, total: int) -> None:
+    if positives:
+        PREDICTIONS.labels("1").inc(positives)
+    if total - positives:
+        PREDICTIONS.labels("0").inc(total - positives)
+
+
+def exposition() -> tuple[bytes, str]:
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def worker_exiting() -> None:
+    """Drop this worker's live gauges from the shared directory."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def prepare_multiprocess_dir(default: Path) -> Path:
+    """Before starting several workers: a shared directory for their metrics, emptied of the
+    files a previous run left (they would be added to this run's counts)."""
+    directory = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(default)))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        if stale.name.startswith(("counter_", "gauge_", "histogram_", "summary_")):
+            stale.unlink()
+    return directory
+
+
+class RequestMetrics:
+    """ASGI middleware: count and time every HTTP request under its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._latency: dict[tuple[str, str], object] = {}
+        self._requests: dict[tuple[str, str, str], object] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app fails before answering
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            self._observe(scope["method"], template, str(status),
+                          time.perf_counter() - started)
+
+    def _observe(self, method: str, route: str, status: str, seconds: float) -> None:
+        # labelled children are cached: .labels() is the costly part of a metric update
+        latency = self._latency.get((method, route))
+        if latency is None:
+            latency = self._latency[(method, route)] = LATENCY.labels(method, route)
+        latency.observe(seconds)
+        requests = self._requests.get((method, route, status))
+        if requests is None:
+            requests = self._requests[(method, route, status)] = REQUESTS.labels(
+                method, route, status)
+        requests.inc()

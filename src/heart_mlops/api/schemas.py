@@ -1,0 +1,285 @@
+"""Request and response bodies. Allowed values come from `data.FEATURE_SPECS`, the one table.
+
+Bodies are parsed and validated in one pass from the raw JSON bytes (pydantic-core), strictly:
+booleans and strings are not numbers, NaN and Infinity are refused. Validation errors become
+messages that name the field or position, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
+
+from heart_mlops.data import FEATURE_SPECS, FEATURES, SPEC_BY_NAME, FeatureSpec
+
+SEED_EXAMPLE = [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]
+FEATURES_EXAMPLE = {"features": SEED_EXAMPLE}
+PATIENT_EXAMPLE = {"patient": {**dict(zip(FEATURES, SEED_EXAMPLE, strict=True)),
+                               "chol": None, "slope": None, "ca": None, "thal": None}}
+MAX_ERRORS_SHOWN = 20
+LABELS = {0: "no heart disease", 1: "heart disease"}
+
+
+def _allowed_value(spec: FeatureSpec):
+    def check(value: float) -> float:
+        if spec.missing_code is not None and value == spec.missing_code:
+            return value
+        allowed = value in spec.codes if spec.codes else spec.low <= value <= spec.high
+        if not allowed:
+            raise PydanticCustomError("feature_value", "{value} is not allowed; allowed: {allowed}",
+                                      {"value": value, "allowed": spec.allowed})
+        return value
+
+    return check
+
+
+def _json_schema(spec: FeatureSpec, nullable: bool) -> dict:
+    if spec.codes:
+        codes = [*spec.codes, *([int(spec.missing_code)] if spec.missing_code is not None else [])]
+        schema: dict[str, Any] = {"type": "number", "enum": sorted(codes)}
+    else:
+        schema = {"type": "number", "minimum": spec.low, "maximum": spec.high}
+        if spec.missing_code is not None:
+            schema = {"anyOf": [schema, {"type": "number", "enum": [spec.missing_code]}]}
+    options = [schema, {"type": "null"}] if nullable else [schema]
+    described = {"description": f"{spec.meaning}; allowed: {spec.allowed}"
+                                + ("; null = missing" if nullable else "")}
+    if len(options) == 1:
+        return {**schema, **described}
+    return {"anyOf": options, **described}
+
+
+def feature_type(spec: FeatureSpec, *, nullable: bool):
+    number = Annotated[float, Strict(), AllowInfNan(False), AfterValidator(_allowed_value(spec))]
+    if nullable:
+        return Annotated[number | None, WithJsonSchema(_json_schema(spec, True))]
+    return Annotated[number, WithJsonSchema(_json_schema(spec, False))]
+
+
+FeatureValues = tuple[tuple(feature_type(spec, nullable=False) for spec in FEATURE_SPECS)]
+
+
+class FeaturesInput(BaseModel):
+    """Existing clients' shape: the 13 values in heart.csv order and codes."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": FEATURES_EXAMPLE})
+    features: FeatureValues = Field(  # type: ignore[valid-type]
+        description="age, sex, cp, trestbps, chol, fbs, restecg, thalach, exang, oldpeak, "
+                    "slope, ca, thal; heart.csv codes, where ca 4, thal 0 and chol or trestbps 0 "
+                    "mean missing")
+
+
+PatientRecord = create_model(
+    "PatientRecord",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Every feature by name; null (or the missing code) when not recorded.",
+    **{spec.name: (feature_type(spec, nullable=True), ...) for spec in FEATURE_SPECS},
+)
+
+
+class PatientInput(BaseModel):
+    """Named shape: every feature by name, null when the record lacks it (imputed)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": PATIENT_EXAMPLE})
+    patient: PatientRecord  # type: ignore[valid-type]
+
+
+def _shape_of(body: Any) -> str | None:
+    if isinstance(body, dict):
+        if "features" in body:
+            return "features"
+        if "patient" in body:
+            return "patient"
+    elif isinstance(body, FeaturesInput | PatientInput):
+        return "features" if isinstance(body, FeaturesInput) else "patient"
+    return None
+
+
+PredictRequest = Annotated[
+    Annotated[FeaturesInput, Tag("features")] | Annotated[PatientInput, Tag("patient")],
+    Discriminator(_shape_of, custom_error_type="body_shape",
+                  custom_error_message="needs an object with 'features' (13 numbers) or "
+                                       "'patient' (the features by name)"),
+]
+PREDICT_REQUEST = TypeAdapter(PredictRequest)
+
+
+def batch_request_model(max_rows: int) -> type[BaseModel]:
+    return create_model(
+        "BatchRequest",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={
+            "example": {"instances": [FEATURES_EXAMPLE, PATIENT_EXAMPLE]}}),
+        instances=(list[PredictRequest], Field(min_length=1, max_length=max_rows,
+                                               description=f"1 to {max_rows} rows, either shape")),
+    )
+
+
+def feature_row(item: FeaturesInput | PatientInput) -> list[float]:
+    """The 13 values in FEATURES order, NaN where missing."""
+    if isinstance(item, FeaturesInput):
+        return list(item.features)
+    record = item.patient
+    return [math.nan if (v := getattr(record, name)) is None else v for name in FEATURES]
+
+
+def feature_matrix(items) -> np.ndarray:
+    return np.array([feature_row(item) for item in items], dtype=float).reshape(-1, len(FEATURES))
+
+
+# --- validation errors as messages ------------------------------------------------------------
+
+def _without_shape_tags(loc: tuple) -> tuple:
+    """pydantic puts the union tag ('features' or 'patient') before the fields of a row."""
+    return tuple(part for i, part in enumerate(loc)
+                 if not (part in ("features", "patient") and i + 1 < len(loc)
+                         and (i == 0 or isinstance(loc[i - 1], int))))
+
+
+def _field_name(loc: tuple) -> str:
+    """('instances', 3, 'features', 11) -> 'instances[3].features[11] (ca)'."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    if len(loc) >= 2 and loc[-2] == "features" and isinstance(loc[-1], int) and (
+            0 <= loc[-1] < len(FEATURES)):
+        text += f" ({FEATURES[loc[-1]]})"
+    return text or "body"
+
+
+def _feature_of(loc: tuple) -> FeatureSpec | None:
+    if loc and isinstance(loc[-1], str):
+        return SPEC_BY_NAME.get(loc[-1]) if "patient" in loc else None
+    if len(loc) >= 2 and loc[-2] == "features" and 0 <= loc[-1] < len(FEATURES):
+        return FEATURE_SPECS[loc[-1]]
+    return None
+
+
+def _shown(value: Any) -> Any:
+    """The offending value, JSON-safe and short."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str | bytes) and len(value) > 80:
+        return value[:80] + "..."
+    if isinstance(value, dict | list) and len(str(value)) > 200:
+        return f"{type(value).__name__} of {len(value)} items"
+    return value
+
+
+def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
+    described = []
+    for error in exc.errors(include_url=False):
+        loc = _without_shape_tags(tuple(error["loc"]))
+        kind, value = error["type"], error.get("input")
+        if kind == "missing" and len(loc) >= 2 and loc[-2] == "features":
+            loc, kind = loc[:-1], "too_short"  # a short list: report its length once
+        spec = _feature_of(loc)
+        field = _field_name(loc)
+        if kind == "json_invalid":
+            message = f"the body is not valid JSON: {error['ctx']['error']}"
+        elif kind in ("too_long", "too_short") and loc and loc[-1] == "features":
+            count = len(value) if isinstance(value, list | tuple) else error.get(
+                "ctx", {}).get("actual_length", "?")
+            message = (f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; "
+                       f"got {count}")
+        elif kind in ("tuple_type", "list_type") and loc and loc[-1] == "features":
+            message = f"{_shown(value)!r} is not a list of {len(FEATURES)} numbers"
+        elif kind in ("model_type", "dict_type") and loc and loc[-1] == "patient":
+            message = f"{_shown(value)!r} is not an object with the features by name"
+        elif kind in ("too_long", "too_short") and loc and loc[-1] == "instances":
+            message = f"a batch holds 1 to {max_rows} rows; got {len(value)}"
+        elif kind == "extra_forbidden":
+            message = f"unknown field '{loc[-1]}'"
+        elif kind == "missing":
+            hint = " (use null if not recorded)" if spec is not None else ""
+            message = f"required field '{loc[-1]}' is missing{hint}"
+        elif kind == "finite_number":
+            message = f"{_shown(value)} is not a finite number"
+        elif kind == "float_type" or kind == "none_required":
+            message = f"{_shown(value)!r} is not a number" + (
+                " or null" if spec is not None and "patient" in loc else "")
+        elif kind == "feature_value":
+            message = f"{value:g} is not allowed"
+        else:
+            message = error["msg"]
+        item = {"field": field,
+                "value": None if kind in ("json_invalid", "missing") else _shown(value),
+                "message": message}
+        if spec is not None:
+            item["allowed"] = spec.allowed + ("; or null" if "patient" in loc else "")
+        described.append(item)
+    # a pydantic union may report the same problem twice (once per nullable branch)
+    unique = {(d["field"], d["message"]): d for d in described}
+    return list(unique.values())[:MAX_ERRORS_SHOWN]
+
+
+def summary(errors: list[dict]) -> str:
+    first = errors[0]
+    text = f"{first['field']}: {first['message']}"
+    if "allowed" in first:
+        text += f"; allowed: {first['allowed']}"
+    return text + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+
+
+# --- responses --------------------------------------------------------------------------------
+
+class Prediction(BaseModel):
+    prediction: Literal[0, 1] = Field(description="1 = heart disease present "
+                                                  "(probability >= threshold), 0 = absent")
+    probability: float = Field(ge=0, le=1, description="P(heart disease)")
+    threshold: float = Field(description="decision threshold of this model version")
+    model_version: str
+    label: str = Field(description="the prediction in words")
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction]
+    model_version: str
+    count: int
+
+
+class ErrorItem(BaseModel):
+    field: str
+    value: Any = None
+    message: str
+    allowed: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_loaded: bool
+    model_version: str | None
+    registry_reachable: bool | None = Field(
+        description="at the last check of the registry; null before the first check")
+    registry_checked_at: str | None
+    last_error: str | None
+
+
+class ReloadResult(BaseModel):
+    reloaded: bool
+    model_version: str | None
+    previous_version: str | None
+    detail: str

@@ -1,0 +1,78 @@
+"""Fixtures of the API tests: apps on the session's trained store, a live uvicorn server."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from heart_mlops.api import create_app
+
+TOKEN = "test-reload-token"
+SEED = [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]
+PORTS = range(18800, 18900)  # the loopback ports this project's tests may use
+
+
+def wait_until_ready(client, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no model loaded after {timeout:.0f}s: {client.get('/health').json()}")
+
+
+def free_port() -> int:
+    candidates = list(PORTS)
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+@pytest.fixture(scope="session")
+def api_settings(trained):
+    return trained["settings"].model_copy(update={"api_token": SecretStr(TOKEN),
+                                                 "api_poll_seconds": 2.0})
+
+
+@pytest.fixture(scope="module")
+def client(api_settings):
+    with TestClient(create_app(api_settings), raise_server_exceptions=False) as test_client:
+        wait_until_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def live_url(api_settings):
+    """The API served by uvicorn on a loopback port, in a thread of this process."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(api_settings), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=30) as http:
+            wait_until_ready(http)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

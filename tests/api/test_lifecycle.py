@@ -1,0 +1,113 @@
+"""Starting without a model, a champion appearing, failed loads keeping the served model."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from heart_mlops import registry
+from heart_mlops.api import create_app
+from heart_mlops.api.model_holder import _REGISTRY_LOCK
+from heart_mlops.data import FEATURES
+from tests.api.conftest import SEED, TOKEN
+
+pytestmark = pytest.mark.timeout(300)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError("condition not met in time")
+
+
+def register_champion(settings, model, *, tags: dict) -> str:
+    """Log `model` to the store of `settings`, register it, make it champion."""
+    example = pd.read_csv("data/heart.csv").loc[:, list(FEATURES)]
+    with _REGISTRY_LOCK:  # the app's poller shares MLflow's process-wide URI
+        registry.configure(settings)
+        with mlflow.start_run():
+            uri = registry.log_model(model, example)
+        version = str(registry.register(uri, settings.model_name, tags).version)
+        registry.client().set_registered_model_alias(settings.model_name, "champion", version)
+    return version
+
+
+def register_broken_champion(settings, missing_dir) -> str:
+    with _REGISTRY_LOCK:
+        registry.configure(settings)
+        version = registry.client().create_model_version(
+            settings.model_name, source=missing_dir.as_uri()).version
+        registry.client().set_registered_model_alias(settings.model_name, "champion", version)
+    return str(version)
+
+
+@pytest.fixture(scope="module")
+def champion_pipeline(trained):
+    settings = trained["settings"]
+    with _REGISTRY_LOCK:
+        registry.configure(settings)
+        version = registry.version_by_alias(settings.model_name, "champion").version
+        return registry.load_version(settings.model_name, version)
+
+
+def test_empty_registry_then_a_champion_appears_then_a_broken_one(
+        fresh_settings, champion_pipeline, tmp_path):
+    settings = fresh_settings.model_copy(update={"api_poll_seconds": 0.5,
+                                                   "api_token": SecretStr(TOKEN)})
+    with TestClient(create_app(settings)) as client:
+        wait_for(lambda: client.get("/health").json()["registry_reachable"] is not None)
+        response = client.post("/predict", json={"features": SEED})
+        assert response.status_code == 503
+        assert "no model loaded" in response.json()["detail"]
+        assert "champion" in response.json()["detail"]
+        assert client.get("/health/ready").status_code == 503
+        assert client.get("/health").json()["model_loaded"] is False
+        assert client.post("/model/reload", headers=AUTH).status_code == 503
+
+        # a champion appears: the poller loads it, nobody calls reload
+        version = register_champion(settings, champion_pipeline, tags={"threshold": "0.4"})
+        wait_for(lambda: client.get("/health/ready").status_code == 200)
+        answer = client.post("/predict", json={"features": SEED}).json()
+        assert answer["model_version"] == version and answer["threshold"] == 0.4
+        assert "heart_api_model_loaded 1.0" in client.get("/metrics").text
+
+        # the next champion's artifacts are gone: the loaded model keeps serving
+        broken = register_broken_champion(settings, tmp_path / "gone")
+        response = client.post("/model/reload", headers=AUTH)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["reloaded"] is False and body["model_version"] == version
+        assert f"loading version {broken} failed" in body["detail"]
+        assert f"still serving version {version}" in body["detail"]
+        wait_for(lambda: client.get("/health").json()["last_error"] is not None)
+        assert client.post("/predict", json={"features": SEED}).json()["model_version"] == version
+        assert client.get("/health/ready").status_code == 200
+
+
+def test_unreachable_registry_serves_503_and_reports_it(fresh_settings, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings = fresh_settings.model_copy(update={
+        "mlflow_tracking_uri": f"sqlite:///{blocker}/mlflow.db", "api_poll_seconds": 0})
+    with TestClient(create_app(settings)) as client:
+        wait_for(lambda: client.get("/health").json()["registry_reachable"] is False)
+        health = client.get("/health").json()
+        assert health["model_loaded"] is False and "unreachable" in health["last_error"]
+        response = client.post("/predict", json={"features": SEED})
+        assert response.status_code == 503 and "unreachable" in response.json()["detail"]
+
+
+def test_messages_never_show_credentials_of_the_store():
+    from heart_mlops.api.model_holder import redact
+
+    message = "could not connect to postgresql://mlflow:s3cret@db:5432/mlflow"
+    assert "s3cret" not in redact(message) and "db:5432" in redact(message)
