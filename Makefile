@@ -7,7 +7,8 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 .PHONY: help setup run train test lint format bench env stack-env system-deps clean
 
 help:
-	@echo "make run    set up, then run the pipeline once on embedded defaults"
+	@echo "make run    set up, then the local stack (Airflow, MLflow, API) running the DAG once"
+	@echo "make train  set up, then the pipeline in-process, without Airflow"
 	@echo "make test   set up, then run the whole test suite"
 	@echo "make lint   ruff"
 	@echo "make bench  time each pipeline step"
@@ -22,8 +23,9 @@ $(BIN)/.synced: pyproject.toml uv.lock
 
 setup: $(BIN)/.synced
 
+# the embedded stack: MLflow UI :5000, Airflow :8080 running the DAG once, API :8800; Ctrl-C stops all
 run: setup
-	$(BIN)/heart-mlops train
+	$(BIN)/heart-mlops up
 
 train: setup
 	$(BIN)/heart-mlops train

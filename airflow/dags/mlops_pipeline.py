@@ -1,0 +1,185 @@
+"""The heart-disease pipeline as an Airflow DAG.
+
+Wiring only: every task calls one step of `heart_mlops.pipeline` with settings read from the
+environment (so a Celery worker uses its own stack's settings) and passes small dicts through
+XCom; data and models move through the artifact store under the run's own prefix.
+A candidate added to model_params.yaml adds its train/evaluate pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import timedelta
+from typing import get_args
+
+import yaml
+from airflow.sdk import Param, Variable, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from heart_mlops.errors import DataError
+from heart_mlops.settings import SelectionMetric, Settings
+
+DAG_ID = "mlops_pipeline"
+# storage and MLflow calls: a server restart should not fail the run
+IO_RETRIES = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=10),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=5),
+}
+COMPUTE_RETRIES = {"retries": 1, "retry_delay": timedelta(seconds=30)}
+
+log = logging.getLogger(__name__)
+_settings_at_parse = Settings()
+# names only: parsing stays fast (no sklearn import); the tasks validate each entry
+CANDIDATES = list(yaml.safe_load(_settings_at_parse.model_params_path.read_text())["candidates"])
+
+
+def _settings() -> Settings:
+    """Settings from the environment, with the run's params over them."""
+    params = get_current_context()["params"]
+    return Settings(
+        **{
+            key: params[key]
+            for key in ("tuning_trials", "selection_metric")
+            if params.get(key) is not None
+        }
+    )
+
+
+@contextlib.contextmanager
+def _fail_at_once_on_bad_data():
+    """Invalid data will not get better by retrying: fail the task without retries."""
+    try:
+        yield
+    except DataError as exc:
+        log.error("invalid data, failing without retries:\n%s", exc)
+        raise AirflowFailException(f"invalid data: {exc}") from exc
+
+
+def airflow_variables(registered: dict) -> dict:
+    """The Variables the DAG publishes about the model it registered."""
+    return {
+        "best_model_type": registered["candidate"],
+        "best_model_tuning_label": registered["label"],
+        "best_model_tuned_params": registered["params"],
+        "best_model_tuned_accuracy": registered["holdout"]["holdout_accuracy"],
+        "best_model_cv_roc_auc": registered["cv"]["cv_roc_auc_mean"],
+        "best_model_version": {
+            "version": registered["version"],
+            "champion": registered["champion"],
+        },
+    }
+
+
+@dag(
+    dag_id=DAG_ID,
+    description="Extract, validate, train candidates in parallel, select, tune, register.",
+    # no start_date: unpausing waits for the next scheduled time instead of running at once
+    schedule=_settings_at_parse.dag_schedule,
+    catchup=False,
+    max_active_runs=1,
+    tags=["heart-mlops"],
+    params={
+        "data_uri": Param(
+            None,
+            type=["null", "string"],
+            description="Data file: path, file:// or s3:// URI (default: setting).",
+        ),
+        "synthetic": Param(
+            False,
+            type="boolean",
+            description="Seeded synthetic data; its model never becomes champion.",
+        ),
+        "tuning_trials": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Optuna trials (default: setting).",
+        ),
+        "selection_metric": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *get_args(SelectionMetric)],
+            description="Metric that picks the best candidate (default: setting).",
+        ),
+    },
+    doc_md=__doc__,
+)
+def mlops_pipeline():
+    @task(**IO_RETRIES)
+    def extract_data():
+        from heart_mlops import pipeline
+
+        context = get_current_context()
+        params = context["params"]
+        with _fail_at_once_on_bad_data():
+            return pipeline.extract_data(
+                _settings(),
+                run_key=context["run_id"],
+                data_uri=params["data_uri"],
+                synthetic=params["synthetic"],
+            )
+
+    @task(**IO_RETRIES)
+    def preprocess_data(extracted):
+        from heart_mlops import pipeline
+
+        with _fail_at_once_on_bad_data():
+            return pipeline.preprocess_data(_settings(), extracted)
+
+    @task(**COMPUTE_RETRIES)
+    def train_candidate(name, prepared):
+        from heart_mlops import pipeline
+
+        return pipeline.train_candidate(_settings(), name, prepared)
+
+    @task(**COMPUTE_RETRIES)
+    def evaluate_candidate(trained, prepared):
+        from heart_mlops import pipeline
+
+        return pipeline.evaluate_candidate(_settings(), trained, prepared)
+
+    @task(**IO_RETRIES)
+    def select_best_model(evaluations, prepared):
+        from heart_mlops import pipeline
+
+        return pipeline.select_best_model(
+            _settings(), evaluations, parent_run_id=prepared["parent_run_id"]
+        )
+
+    @task(**COMPUTE_RETRIES)
+    def tune_best_model(best, prepared):
+        from heart_mlops import pipeline
+
+        return pipeline.tune_best_model(_settings(), best, prepared)
+
+    @task(**IO_RETRIES)
+    def register_model(tuned, prepared):
+        from heart_mlops import pipeline
+
+        registered = pipeline.register_model(_settings(), tuned, prepared)
+        for key, value in airflow_variables(registered).items():
+            Variable.set(key, value, serialize_json=True)
+        log.info(
+            "registered %s version %s (%s): %s",
+            registered["model_name"],
+            registered["version"],
+            "champion" if registered["champion"] else "challenger",
+            registered["decision"],
+        )
+        return registered
+
+    prepared = preprocess_data(extract_data())
+    evaluations = [
+        evaluate_candidate.override(task_id=f"evaluate_{name}")(
+            train_candidate.override(task_id=f"train_{name}")(name, prepared), prepared
+        )
+        for name in CANDIDATES
+    ]
+    best = select_best_model(evaluations, prepared)
+    register_model(tune_best_model(best, prepared), prepared)
+
+
+pipeline_dag = mlops_pipeline()

@@ -1,0 +1,58 @@
+"""The embedded stack's process handling and port checks, with real processes and sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from heart_mlops import stack
+
+
+def test_a_taken_port_names_the_port_and_its_setting():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(stack.StackError, match=f"port {port} .*HEART_MLOPS_AIRFLOW_PORT"):
+            stack.check_ports({"HEART_MLOPS_MLFLOW_PORT": 0, "HEART_MLOPS_AIRFLOW_PORT": port})
+
+
+def test_stop_ends_children_and_the_processes_that_left_their_group(tmp_path):
+    # a child that starts a grandchild in a session of its own (as task supervisors do),
+    # both ignoring SIGTERM
+    script = (
+        "import os, signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "code = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "time.sleep(600)'\n"
+        "p = subprocess.Popen([sys.executable, '-c', code], start_new_session=True)\n"
+        "open(sys.argv[1], 'w').write(str(p.pid))\n"
+        "time.sleep(600)\n"
+    )
+    children = stack.Children(tmp_path / "logs")
+    pid_file = tmp_path / "grandchild.pid"
+    child = children.start(
+        "stubborn", [sys.executable, "-c", script, str(pid_file)], dict(os.environ)
+    )
+    stack.wait_for(lambda: pid_file.exists() and pid_file.read_text(), 30, "the grandchild")
+    grandchild = int(pid_file.read_text())
+
+    killed = children.stop(timeout=2)
+
+    assert "stubborn" in killed and f"pid {grandchild}" in killed
+    assert child.process.poll() is not None
+    time.sleep(0.5)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

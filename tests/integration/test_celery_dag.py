@@ -1,0 +1,353 @@
+"""The DAG under CeleryExecutor with real services, as the Docker Compose stack runs it.
+
+Airflow metadata and the Celery result backend in a PostgreSQL database of the test's own, the
+broker on Redis, an MLflow server on PostgreSQL with its artifacts in a real S3 server
+(`rclone serve s3`), the artifact store on the same S3 server. The stack's settings are those of
+deploy/stack.env.template rendered with 127.0.0.1; only ports, homes, the DAGs folder and a
+Celery queue of the test's own are added. The worker runs in another directory with its own
+AIRFLOW_HOME and TMPDIR, so tasks can only exchange data through S3, MLflow and XCom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from heart_mlops import stack, stackenv, storage
+from heart_mlops.settings import PROJECT_ROOT
+from tests.conftest import FAST_PROFILE
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+REDIS = ("127.0.0.1", 6379)
+STARTUP_TIMEOUT = 240
+RUN_TIMEOUT = 900
+FAST_ENV = {f"HEART_MLOPS_{key.upper()}": str(value) for key, value in FAST_PROFILE.items()}
+VARIABLES = (
+    "best_model_type",
+    "best_model_tuning_label",
+    "best_model_tuned_params",
+    "best_model_tuned_accuracy",
+    "best_model_cv_roc_auc",
+    "best_model_version",
+)
+
+
+def free_port(first: int, last: int) -> int:
+    for port in range(first, last + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{last}")
+
+
+def reachable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def postgres(sql: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(dbname="postgres", **PG)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory):
+    for name, (host, port) in {"PostgreSQL": (PG["host"], PG["port"]), "Redis": REDIS}.items():
+        if not reachable(host, port):
+            pytest.fail(f"{name} is not reachable at {host}:{port}; the Celery test needs it")
+    root = tmp_path_factory.mktemp("celery-stack")
+    suffix = secrets.token_hex(4)
+    airflow_db, mlflow_db = f"heart_test_airflow_{suffix}", f"heart_test_mlflow_{suffix}"
+    ports = {
+        "api": free_port(18080, 18139),
+        "logs": free_port(18140, 18199),
+        "mlflow": free_port(15000, 15099),
+        "s3": free_port(19000, 19099),
+    }
+    password = secrets.token_hex(16)
+    rendered = stackenv.render(
+        {
+            "AIRFLOW_API_HOST": "127.0.0.1",
+            "AIRFLOW_API_PORT": ports["api"],
+            "AIRFLOW_JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW_SECRET_KEY": secrets.token_hex(32),
+            "AIRFLOW_DB_USER": PG["user"],
+            "AIRFLOW_DB_PASSWORD": password,
+            "POSTGRES_HOST": PG["host"],
+            "POSTGRES_PORT": PG["port"],
+            "AIRFLOW_DB_NAME": airflow_db,
+            "BROKER_HOST": REDIS[0],
+            "BROKER_PORT": REDIS[1],
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": ports["mlflow"],
+            "S3_HOST": "127.0.0.1",
+            "S3_PORT": ports["s3"],
+            "S3_ACCESS_KEY": secrets.token_hex(8),
+            "S3_SECRET_KEY": secrets.token_hex(20),
+        }
+    )
+    queue = f"heart_test_{suffix}"  # the broker's db is shared: tasks go to a queue of our own
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HEART_MLOPS_", "AIRFLOW", "MLFLOW_", "AWS_"))
+    }
+    common = {
+        **base,
+        **rendered,
+        **FAST_ENV,
+        "PATH": f"{stack.BIN}{os.pathsep}{base.get('PATH', '')}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(stack.DAGS_FOLDER),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(ports["api"]),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["logs"]),
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+        # parse the DAGs folder every few seconds, not every few minutes
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    }
+    dirs = {name: root / name for name in ("server", "worker", "worker-tmp", "s3", "mlflow")}
+    for path in dirs.values():
+        path.mkdir()
+    server_env = {
+        **common,
+        "AIRFLOW_HOME": str(dirs["server"]),
+        "HEART_MLOPS_HOME": str(dirs["server"] / "home"),
+    }
+    worker_env = {
+        **common,
+        "AIRFLOW_HOME": str(dirs["worker"]),
+        "TMPDIR": str(dirs["worker-tmp"]),
+        "HEART_MLOPS_HOME": str(dirs["worker"] / "home"),
+    }
+    children = stack.Children(root / "logs")
+    created_dbs: list[str] = []
+    patch = pytest.MonkeyPatch()
+    try:
+        for db in (airflow_db, mlflow_db):
+            postgres(f'CREATE DATABASE "{db}"')
+            created_dbs.append(db)
+        s3 = children.start(
+            "s3",
+            [
+                str(stack.BIN / "rclone"),
+                "serve",
+                "s3",
+                str(dirs["s3"]),
+                "--addr",
+                f"127.0.0.1:{ports['s3']}",
+                "--auth-key",
+                f"{rendered['AWS_ACCESS_KEY_ID']},{rendered['AWS_SECRET_ACCESS_KEY']}",
+            ],
+            common,
+        )
+        stack.wait_for(lambda: reachable("127.0.0.1", ports["s3"]), 60, "rclone S3", alive=s3.check)
+        # this process reads the S3 store too, with the stack's endpoint and keys
+        for key in (
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        ):
+            patch.setenv(key, rendered[key])
+        storage.ensure_buckets()  # what the stack's one-shot bucket job does
+        source = storage.write_bytes(
+            "s3://data/source/heart.csv", (PROJECT_ROOT / "data" / "heart.csv").read_bytes()
+        )
+        mlflow = children.start(
+            "mlflow",
+            [
+                str(stack.BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{mlflow_db}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                "s3://mlflow",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["mlflow"]),
+                "--workers",
+                "2",
+            ],
+            common,
+            cwd=dirs["mlflow"],
+        )
+        subprocess.run(
+            [str(stack.BIN / "airflow"), "db", "migrate"],
+            env=server_env,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        for name in ("api-server", "scheduler", "dag-processor"):
+            children.start(name, [str(stack.BIN / "airflow"), name], server_env, cwd=dirs["server"])
+        children.start(
+            "worker",
+            [
+                str(stack.BIN / "airflow"),
+                "celery",
+                "worker",
+                "--queues",
+                queue,
+                "--concurrency",
+                rendered["AIRFLOW__CELERY__WORKER_CONCURRENCY"],
+                "--celery-hostname",
+                f"{queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            worker_env,
+            cwd=dirs["worker"],
+        )
+        stack.wait_for(
+            lambda: stack.http_ok(f"{rendered['MLFLOW_TRACKING_URI']}/health"),
+            STARTUP_TIMEOUT,
+            "the MLflow server",
+            alive=mlflow.check,
+        )
+        client = stack.AirflowClient(f"http://127.0.0.1:{ports['api']}")
+        stack.wait_for(
+            client.healthy, STARTUP_TIMEOUT, "the Airflow API server", alive=children.check
+        )
+        stack.wait_for(
+            lambda: stack.admin_password(dirs["server"]) is not None,
+            60,
+            "the admin password",
+            alive=children.check,
+        )
+        client.password = stack.admin_password(dirs["server"]) or ""
+        stack.wait_for(
+            client.dag_loaded,
+            STARTUP_TIMEOUT,
+            "the DAG to be parsed",
+            interval=3,
+            alive=children.check,
+        )
+        yield {
+            "client": client,
+            "rendered": rendered,
+            "queue": queue,
+            "source": source,
+            "children": children,
+        }
+    finally:
+        patch.undo()
+        children.stop()
+        for db in created_dbs:
+            postgres(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        _delete_queue_keys(queue)
+
+
+def _delete_queue_keys(queue: str) -> None:
+    import redis
+
+    connection = redis.Redis(*REDIS, db=0)
+    for key in connection.scan_iter(f"*{queue}*"):
+        connection.delete(key)
+
+
+@pytest.fixture(scope="module")
+def finished_run(celery_stack):
+    client = celery_stack["client"]
+    client.unpause()
+    run_id = client.trigger({"data_uri": celery_stack["source"], "tuning_trials": 2})
+    state = stack.follow_run(client, run_id, RUN_TIMEOUT, alive=celery_stack["children"].check)
+    tis = client.task_instances(run_id)
+    run = client._request("GET", f"/api/v2/dags/{stack.DAG_ID}/dagRuns/{run_id}")
+    _report_timings(run, tis)
+    return {"run_id": run_id, "state": state, "task_instances": tis, **celery_stack}
+
+
+def _report_timings(run: dict, tis: list[dict]) -> None:
+    """Wall time and each task's share, printed, and written where HEART_MLOPS_BENCH_JSON says."""
+
+    def seconds(start, end):
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+    wall = seconds(run["start_date"], run["end_date"])
+    tasks = {
+        ti["task_id"]: seconds(ti["start_date"], ti["end_date"])
+        for ti in tis
+        if ti["start_date"] and ti["end_date"]
+    }
+    print(f"\nCeleryExecutor: DAG run wall time {wall:.1f}s")
+    for task_id, took in sorted(tasks.items(), key=lambda kv: -kv[1]):
+        print(f"  {task_id:<30} {took:7.1f}s {100 * took / wall:5.1f}%")
+    if target := os.environ.get("HEART_MLOPS_BENCH_JSON"):
+        Path(target).write_text(
+            json.dumps({"mode": "celery", "wall_seconds": wall, "tasks": tasks}, indent=2)
+        )
+
+
+def test_every_task_succeeds_on_the_celery_worker(finished_run):
+    tis = finished_run["task_instances"]
+    assert finished_run["state"] == "success", [(t["task_id"], t["state"]) for t in tis]
+    assert len(tis) == 11
+    assert {t["state"] for t in tis} == {"success"}
+    # every task went through the broker to the worker's queue
+    assert {t["queue"] for t in tis} == {finished_run["queue"]}
+
+
+def test_variables_are_set(finished_run):
+    client = finished_run["client"]
+    values = {key: client.variable(key) for key in VARIABLES}
+    assert values["best_model_type"] in ("random_forest", "logistic_regression", "svm")
+    assert values["best_model_tuning_label"] in ("tuned", "untuned")
+    assert values["best_model_version"]["champion"] is True
+    assert 0.5 < values["best_model_tuned_accuracy"] <= 1
+    assert 0.5 < values["best_model_cv_roc_auc"] <= 1
+
+
+def test_champion_registered_in_the_mlflow_server(finished_run):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(
+        tracking_uri=finished_run["rendered"]["MLFLOW_TRACKING_URI"],
+        registry_uri=finished_run["rendered"]["MLFLOW_TRACKING_URI"],
+    )
+    champion = client.get_model_version_by_alias("heart_disease_classifier", "champion")
+    assert champion.tags["heart_mlops.pipeline_run"] == finished_run["run_id"]
+    version = finished_run["client"].variable("best_model_version")["version"]
+    assert str(champion.version) == str(version)
+    # the server proxied its artifacts into the S3 bucket `mlflow`
+    pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket="mlflow")
+    keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    assert any(key.endswith("/MLmodel") for key in keys)
+
+
+def test_the_run_objects_are_in_the_s3_bucket(finished_run):
+    prefix = storage.join(finished_run["rendered"]["HEART_MLOPS_ARTIFACT_STORE_URI"], "runs")
+    keys = storage.list_keys(prefix)
+    assert keys and all(key.startswith("s3://data/pipeline/runs/manual__") for key in keys)
+    names = {key.split("/runs/", 1)[1].split("/", 1)[1] for key in keys}
+    assert {
+        "raw/data.csv",
+        "validated.parquet",
+        "train.parquet",
+        "holdout.parquet",
+        "models/final.skops",
+        "reports/registration.json",
+    } <= names
