@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from heart_mlops.settings import Settings
+from tests.support import free_port, wait_for_port
 
 # few CV folds and trials: the pipeline's logic is tested, not its statistical power
 FAST_PROFILE = {"cv_folds": 3, "cv_repeats": 1, "tuning_trials": 2, "n_jobs": 2}
@@ -46,27 +47,6 @@ def trained(tmp_path_factory) -> dict:
 def fresh_settings(tmp_path) -> Settings:
     """Settings on an empty store of the test's own."""
     return fast_settings(tmp_path / "home")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import pytest
 
 from heart_mlops import storage
 from heart_mlops.errors import StorageError
+from tests.support import free_port
 
 
 def test_local_writes_are_atomic_and_round_trip(tmp_path):
@@ -43,8 +44,6 @@ def test_s3_round_trip_and_buckets(s3_env):
 
 
 def test_s3_down_names_the_endpoint(monkeypatch):
-    from tests.conftest import free_port
-
     endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import threading
 import time
 
@@ -13,10 +11,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from heart_mlops.api import create_app
+from tests.support import free_port
 
 TOKEN = "test-reload-token"
 SEED = [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]
-PORTS = range(18800, 18900)  # the loopback ports this project's tests may use
 
 
 def wait_until_ready(client, timeout: float = 120.0) -> None:
@@ -26,19 +24,6 @@ def wait_until_ready(client, timeout: float = 120.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"no model loaded after {timeout:.0f}s: {client.get('/health').json()}")
-
-
-def free_port() -> int:
-    candidates = list(PORTS)
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 @pytest.fixture(scope="session")

