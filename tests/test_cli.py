@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import mlflow
+import pandas as pd
 import pytest
 
 from heart_mlops import registry
@@ -74,10 +76,12 @@ def test_predict_info_and_promote_against_the_champion(trained, tmp_path):
     missing = run_cli("promote", "--version", "999", settings=settings)
     assert missing.returncode == 1 and "has no version 999" in missing.stderr
 
+    # a second version to roll back to: the champion's model registered again
     registry.configure(settings)
-    versions = registry.client().search_model_versions(f"name = '{settings.model_name}'")
-    other = next(registry.version_of(v) for v in versions
-                 if registry.version_of(v) != champion["version"])
+    with mlflow.start_run(run_name="rollback target"):
+        uri = registry.log_model(registry.load_version(settings.model_name, champion["version"]),
+                                 pd.read_csv(HEART_CSV))
+    other = registry.version_of(registry.register(uri, settings.model_name, {"candidate": "copy"}))
     rollback = run_cli("promote", "--version", other, "--reason", "rollback drill",
                        settings=settings)
     assert rollback.returncode == 0, rollback.stderr

@@ -175,3 +175,26 @@ def test_missing_path_is_an_error_not_synthetic_data(fresh_settings, tmp_path):
         run_pipeline(fresh_settings, data_uri=str(tmp_path / "absent.csv"))
     registry.configure(fresh_settings)
     assert registry.version_by_alias(fresh_settings.model_name, registry.CHAMPION) is None
+
+
+def test_rerun_of_register_model_registers_no_second_version(trained):
+    """A cleared and retried register_model of the same pipeline run is idempotent."""
+    from heart_mlops.pipeline import register_model
+
+    settings, result = trained["settings"], trained["result"]
+    versions = len(_versions(settings))
+    again = register_model(settings, result["tuned"], result["data"])
+    assert again["version"] == result["registered"]["version"]
+    assert len(_versions(settings)) == versions
+
+
+def test_mlflow_server_down_names_the_endpoint(tmp_path, monkeypatch):
+    from heart_mlops.errors import RegistryError
+    from tests.conftest import fast_settings
+    from tests.support import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    settings = fast_settings(tmp_path, mlflow_tracking_uri=endpoint)
+    with pytest.raises(RegistryError, match=endpoint):
+        run_pipeline(settings, run_key="test-mlflow-down")

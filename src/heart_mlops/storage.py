@@ -44,11 +44,12 @@ def s3_endpoint() -> str | None:
 
 
 @lru_cache(maxsize=4)
-def _client(endpoint: str | None):
+def _client(endpoint: str | None, access_key_id: str | None):
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    # a session of its own: boto3's default session keeps the first credentials it resolved
+    return boto3.session.Session().client(
         "s3", endpoint_url=endpoint,
         config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
                       read_timeout=30, s3={"addressing_style": "path"}),
@@ -56,7 +57,7 @@ def _client(endpoint: str | None):
 
 
 def s3_client():
-    return _client(s3_endpoint())
+    return _client(s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"))
 
 
 def _s3_error(exc: Exception, uri: str) -> StorageError:
