@@ -149,6 +149,7 @@ def predict(
 
     from heart_mlops import registry
     from heart_mlops.data import FEATURES, mark_missing, validate
+    from heart_mlops.evaluation import probability_of_disease
 
     settings = _settings()
     try:
@@ -168,7 +169,7 @@ def predict(
         version = registry.version_of(champion)
         model = registry.load_version(settings.model_name, version)
         threshold = float(champion.tags.get("heart_mlops.threshold", settings.threshold))
-        p = registry.proba(model, features)
+        p = probability_of_disease(model, features)
     except Exception as exc:
         raise _fail(exc) from None
     result = frame.assign(probability=p, prediction=(p >= threshold).astype(int),

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import mlflow
-import numpy as np
 import pandas as pd
 import skops.io as sio
 from mlflow import MlflowClient
@@ -254,7 +253,3 @@ def mark_failed(run_id: str | None, message: str) -> None:
         client().set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
     except Exception:  # the store may be what failed; the original error matters more
         log.warning("could not mark MLflow run %s failed", run_id)
-
-
-def proba(model, frame: pd.DataFrame) -> np.ndarray:
-    return model.predict_proba(frame.loc[:, list(FEATURES)])[:, 1]

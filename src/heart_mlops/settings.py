@@ -76,7 +76,3 @@ class Settings(BaseSettings):
     def mlflow_artifacts_dir(self) -> Path:
         """Artifact root of the local MLflow store (embedded mode only)."""
         return self.home_dir / "mlruns"
-
-
-def get_settings(**overrides) -> Settings:
-    return Settings(**overrides)
