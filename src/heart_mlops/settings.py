@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,14 @@ class Settings(BaseSettings):
 
     airflow_port: int = 8080
     mlflow_port: int = 5000
-    dag_schedule: str | None = "@daily"
+    dag_schedule: str | None = Field(
+        "@daily", description="Cron or preset (UTC) for mlops_pipeline; `none`: triggered only."
+    )
+
+    @field_validator("dag_schedule", mode="before")
+    @classmethod
+    def _no_schedule(cls, value: str | None) -> str | None:
+        return None if value is None or str(value).strip().lower() in ("", "none") else value
 
     @cached_property
     def home_dir(self) -> Path:

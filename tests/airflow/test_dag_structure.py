@@ -29,6 +29,13 @@ def dag_module(dag):
     return sys.modules[dag.get_task("register_model").python_callable.__module__]
 
 
+def scheduler_timetable(dag):
+    """The timetable as the scheduler sees it: from the serialized DAG."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+
+
 @pytest.fixture(scope="module")
 def dag():
     return load_dag()
@@ -70,13 +77,33 @@ def test_dependencies(dag):
 
 
 def test_schedule_and_run_limits(dag):
-    assert dag.schedule == "@daily"  # the default setting
+    assert scheduler_timetable(dag).summary == "0 0 * * *"  # the default setting, @daily
     assert dag.catchup is False
     assert dag.max_active_runs == 1
 
 
-def test_schedule_is_a_setting(monkeypatch):
-    assert load_dag(monkeypatch, HEART_MLOPS_DAG_SCHEDULE="@hourly").schedule == "@hourly"
+@pytest.mark.parametrize(
+    ("value", "summary"), [("@hourly", "0 * * * *"), ("30 4 * * 1", "30 4 * * 1"), ("none", "None")]
+)
+def test_schedule_is_a_setting(monkeypatch, value, summary):
+    dag = load_dag(monkeypatch, HEART_MLOPS_DAG_SCHEDULE=value)
+    assert scheduler_timetable(dag).summary == summary
+
+
+@pytest.mark.parametrize("minutes_after_midnight", [1, 30, 140])
+def test_unpausing_waits_for_the_next_tick(dag, monkeypatch, minutes_after_midnight):
+    """The scheduler's view (the serialized timetable): no run for the tick just passed."""
+    import pendulum
+    from airflow.timetables import trigger
+    from airflow.timetables.base import TimeRestriction
+
+    now = pendulum.datetime(2026, 11, 29, tz="UTC").add(minutes=minutes_after_midnight)
+    monkeypatch.setattr(trigger, "utcnow", lambda: now)
+    first = scheduler_timetable(dag).next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+    )
+    assert first.run_after == pendulum.datetime(2026, 11, 30, tz="UTC")
 
 
 def test_params_for_trigger_with_config(dag):

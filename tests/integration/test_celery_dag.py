@@ -116,6 +116,8 @@ def celery_stack(tmp_path_factory):
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        # the test triggers its own run; a daily tick falling inside it would start a second one
+        "HEART_MLOPS_DAG_SCHEDULE": "none",
     }
     dirs = {name: root / name for name in ("server", "worker", "worker-tmp", "s3", "mlflow")}
     for path in dirs.values():
