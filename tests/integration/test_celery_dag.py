@@ -23,7 +23,7 @@ import pytest
 from heart_mlops import stack, stackenv, storage
 from heart_mlops.settings import PROJECT_ROOT
 from tests.conftest import FAST_PROFILE
-from tests.support import free_port
+from tests.support import free_port, mlflow_server_command, rclone_s3_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -142,16 +142,12 @@ def celery_stack(tmp_path_factory):
             created_dbs.append(db)
         s3 = children.start(
             "s3",
-            [
-                str(stack.BIN / "rclone"),
-                "serve",
-                "s3",
-                str(dirs["s3"]),
-                "--addr",
-                f"127.0.0.1:{ports['s3']}",
-                "--auth-key",
-                f"{rendered['AWS_ACCESS_KEY_ID']},{rendered['AWS_SECRET_ACCESS_KEY']}",
-            ],
+            rclone_s3_command(
+                dirs["s3"],
+                ports["s3"],
+                rendered["AWS_ACCESS_KEY_ID"],
+                rendered["AWS_SECRET_ACCESS_KEY"],
+            ),
             common,
         )
         stack.wait_for(lambda: reachable("127.0.0.1", ports["s3"]), 60, "rclone S3", alive=s3.check)
@@ -169,21 +165,14 @@ def celery_stack(tmp_path_factory):
         )
         mlflow = children.start(
             "mlflow",
-            [
-                str(stack.BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
+            mlflow_server_command(
                 f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{mlflow_db}",
+                ports["mlflow"],
                 "--serve-artifacts",
                 "--artifacts-destination",
                 "s3://mlflow",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports["mlflow"]),
-                "--workers",
-                "2",
-            ],
+                workers=2,
+            ),
             common,
             cwd=dirs["mlflow"],
         )
