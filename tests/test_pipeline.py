@@ -198,3 +198,25 @@ def test_mlflow_server_down_names_the_endpoint(tmp_path, monkeypatch):
     settings = fast_settings(tmp_path, mlflow_tracking_uri=endpoint)
     with pytest.raises(RegistryError, match=endpoint):
         run_pipeline(settings, run_key="test-mlflow-down")
+
+
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_each_tuning_trial_is_scored_on_tuning_cv_repeats(trained, repeats):
+    from heart_mlops import storage, tuning
+    from heart_mlops.evaluation import cv_score
+    from heart_mlops.models import load_candidates
+
+    settings = trained["settings"].model_copy(update={"tuning_cv_repeats": repeats})
+    candidate = load_candidates(settings.model_params_path)["logistic_regression"]
+    train = storage.read_frame(trained["result"]["data"]["train_uri"])
+    registry.configure(settings)
+    with mlflow.start_run(run_name="test tuning repeats"):
+        params, best = tuning.search(candidate, train, settings, trials=1, metric="roc_auc")
+    model = candidate.build(params, seed=settings.seed)
+    expected = {
+        r: cv_score(model, train, "roc_auc", folds=settings.cv_folds, repeats=r,
+                    seed=settings.seed, n_jobs=1)
+        for r in (1, 2)
+    }
+    assert expected[1] != expected[2]  # the two settings are told apart
+    assert best == pytest.approx(expected[repeats], abs=1e-12)

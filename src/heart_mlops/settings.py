@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     cv_folds: int = Field(5, ge=2)
     cv_repeats: int = Field(3, ge=1)
     tuning_trials: int = Field(20, ge=0)
+    tuning_cv_repeats: int = Field(
+        1, ge=1, description="CV repeats per tuning trial; the pick is re-scored on cv_repeats."
+    )
     selection_metric: SelectionMetric = "roc_auc"
     threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on P(disease).")
     n_jobs: int = Field(2, description="Parallel jobs for CV and ensembles (-1 = all cores).")

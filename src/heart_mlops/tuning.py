@@ -33,14 +33,19 @@ def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
 
 def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, trials: int,
            metric: str) -> tuple[dict, float]:
-    """Best parameters by mean CV `metric` on the training part. Needs an active MLflow run."""
+    """Best parameters by mean CV `metric` on the training part. Needs an active MLflow run.
+
+    Each trial runs `tuning_cv_repeats` repeats of k-fold CV (one by default: the search only
+    ranks trials; the caller re-scores its pick against the untuned model on fresh folds).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, candidate.search)
         model = candidate.build(params, seed=settings.seed)
         score = cv_score(model, train, metric, folds=settings.cv_folds,
-                         repeats=settings.cv_repeats, seed=settings.seed, n_jobs=settings.n_jobs)
+                         repeats=settings.tuning_cv_repeats, seed=settings.seed,
+                         n_jobs=settings.n_jobs)
         with mlflow.start_run(run_name=f"trial_{trial.number}", nested=True):
             mlflow.log_params(params)
             mlflow.log_metric(f"cv_{metric}_mean", score)
