@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 import mlflow
 import pandas as pd
@@ -91,6 +93,26 @@ def test_empty_registry_then_a_champion_appears_then_a_broken_one(
         wait_for(lambda: client.get("/health").json()["last_error"] is not None)
         assert client.post("/predict", json={"features": SEED}).json()["model_version"] == version
         assert client.get("/health/ready").status_code == 200
+
+
+def test_the_served_model_is_out_of_the_collectors_view_and_a_replaced_one_is_freed(
+        fresh_settings, champion_pipeline):
+    """A full collection would walk the whole heap (a pause of ~250 ms): the served model and
+    the imports are frozen at load; the model a new champion replaces is released."""
+    settings = fresh_settings.model_copy(update={"api_poll_seconds": 0.5})
+    with TestClient(create_app(settings)) as client:
+        holder = client.app.state.holder
+        first = register_champion(settings, champion_pipeline, tags={})
+        wait_for(lambda: holder.current is not None and holder.current.version == first)
+        served = weakref.ref(holder.current.runtime)
+        # frozen right after it is published
+        wait_for(lambda: id(served()) not in {id(o) for o in gc.get_objects()}, timeout=30)
+        assert gc.get_freeze_count() > len(gc.get_objects())
+
+        second = register_champion(settings, champion_pipeline, tags={})
+        wait_for(lambda: holder.current.version == second)
+        assert served() is None
+        assert client.post("/predict", json={"features": SEED}).json()["model_version"] == second
 
 
 def test_unreachable_registry_serves_503_and_reports_it(fresh_settings, tmp_path):

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from heart_mlops import __version__
 from heart_mlops.api import metrics, schemas
-from heart_mlops.api.model_holder import ModelHolder
+from heart_mlops.api.model_holder import ModelHolder, settle_heap
 from heart_mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         metrics.record_model(None)
+        settle_heap()
         poller = asyncio.create_task(holder.poll_forever(), name="champion-poller")
         try:
             yield

@@ -8,6 +8,7 @@ assignment only after it loaded and compiled, so a failed load changes nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import threading
@@ -60,6 +61,18 @@ class Outcome:
     loaded: bool = False  # a version was loaded by this check
 
 
+def settle_heap() -> None:
+    """Take what is alive now (imports, the served model) out of the garbage collector's view.
+
+    A full collection walks every live object: about 250 ms with MLflow and scikit-learn loaded,
+    a pause every few hundred 1000-row batches. Frozen objects are skipped; new garbage is still
+    collected, and the model replaced at the next load is freed then.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 @dataclass
 class ModelHolder:
     settings: Settings
@@ -110,6 +123,7 @@ class ModelHolder:
                 f"{'version ' + previous if previous else 'no model'}: "
                 f"{type(exc).__name__}: {exc}"), failed=True)
         self.current = loaded
+        settle_heap()
         metrics.record_model(loaded.version)
         return Outcome(loaded.version != previous, loaded.version, previous,
                        f"serving version {loaded.version} ({loaded.info['model_type']}, "
