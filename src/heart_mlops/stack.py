@@ -278,10 +278,11 @@ class Children:
         """SIGTERM every group, SIGKILL what remains after `timeout`. -> names of killed ones
 
         Processes that left their group (task supervisors call setsid) are found beforehand,
-        as descendants, and by the marker in their environment.
+        as descendants and by the marker in their environment (orphans too, such as idle
+        joblib workers of finished tasks), and get SIGTERM like the groups.
         """
         groups = {child.process.pid for child in self.children}
-        tracked = _descendants(groups)
+        tracked = _descendants(groups) | set(self.strays())
         for child in reversed(self.children):
             _signal_group(child.process.pid, signal.SIGTERM)
         for pid in tracked:

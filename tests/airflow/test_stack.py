@@ -50,6 +50,27 @@ def test_stop_ends_children_and_the_processes_that_left_their_group(tmp_path):
     assert not _alive(grandchild)
 
 
+def test_stop_terminates_orphans_of_the_stack_without_killing_them(tmp_path):
+    # a child whose own child left its session and outlived it (as idle joblib workers of a
+    # finished task do): no longer a descendant, found by the stack's marker, ends on SIGTERM
+    script = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], "
+        "start_new_session=True)\n"
+        "open(sys.argv[1], 'w').write(str(p.pid))\n"
+    )
+    children = stack.Children(tmp_path / "logs")
+    pid_file = tmp_path / "orphan.pid"
+    child = children.start("parent", [sys.executable, "-c", script, str(pid_file)],
+                           dict(os.environ))
+    child.process.wait(timeout=30)
+    orphan = int(pid_file.read_text())
+    assert _alive(orphan)
+
+    assert children.stop(timeout=10) == []  # nothing needed SIGKILL
+    stack.wait_for(lambda: not _alive(orphan), 10, "the orphan to end")
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
