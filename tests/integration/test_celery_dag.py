@@ -302,13 +302,16 @@ def test_variables_are_set(finished_run):
     assert 0.5 < values["best_model_cv_roc_auc"] <= 1
 
 
-def test_champion_registered_in_the_mlflow_server(finished_run):
+def _mlflow(finished_run):
+    """A client of the stack's MLflow server."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(
-        tracking_uri=finished_run["rendered"]["MLFLOW_TRACKING_URI"],
-        registry_uri=finished_run["rendered"]["MLFLOW_TRACKING_URI"],
-    )
+    uri = finished_run["rendered"]["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_champion_registered_in_the_mlflow_server(finished_run):
+    client = _mlflow(finished_run)
     champion = client.get_model_version_by_alias("heart_disease_classifier", "champion")
     assert champion.tags["heart_mlops.pipeline_run"] == finished_run["run_id"]
     version = finished_run["client"].variable("best_model_version")["version"]
@@ -332,3 +335,35 @@ def test_the_run_objects_are_in_the_s3_bucket(finished_run):
         "models/final.skops",
         "reports/registration.json",
     } <= names
+
+
+def test_invalid_data_fails_at_preprocess_without_retries_and_keeps_the_champion(finished_run):
+    """Runs after the tests above: a second run, on a file with impossible ages."""
+    import pandas as pd
+
+    client, mlflow = finished_run["client"], _mlflow(finished_run)
+    name = "heart_disease_classifier"
+    champion = mlflow.get_model_version_by_alias(name, "champion").version
+    versions = len(mlflow.search_model_versions(f"name = '{name}'"))
+    variables = {key: client.variable(key) for key in VARIABLES}
+    frame = pd.read_csv(PROJECT_ROOT / "data" / "heart.csv")
+    frame.loc[:4, "age"] = 500
+    bad = storage.write_bytes("s3://data/source/bad.csv", frame.to_csv(index=False).encode())
+
+    run_id = client.trigger({"data_uri": bad, "tuning_trials": 2})
+    state = stack.follow_run(client, run_id, RUN_TIMEOUT, alive=finished_run["children"].check)
+
+    tis = {ti["task_id"]: ti for ti in client.task_instances(run_id)}
+    assert state == "failed"
+    assert tis["extract_data"]["state"] == "success"
+    assert (tis["preprocess_data"]["state"], tis["preprocess_data"]["try_number"]) == ("failed", 1)
+    downstream = set(tis) - {"extract_data", "preprocess_data"}
+    assert {tis[task]["state"] for task in downstream} == {"upstream_failed"}
+    log = client._request(
+        "GET", f"/api/v2/dags/{stack.DAG_ID}/dagRuns/{run_id}/taskInstances/preprocess_data/logs/1"
+    )
+    text = json.dumps(log)  # the validation report, from the worker's log server
+    assert "column 'age': rows 1, 2, 3, 4, 5 hold 500" in text and "allowed: 1 to 120" in text
+    assert mlflow.get_model_version_by_alias(name, "champion").version == champion
+    assert len(mlflow.search_model_versions(f"name = '{name}'")) == versions
+    assert {key: client.variable(key) for key in VARIABLES} == variables
