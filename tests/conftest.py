@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from heart_mlops.settings import Settings
-from tests.support import free_port, rclone_s3_command, wait_for_port
+from tests.support import free_port, rclone_s3_command, use_s3, wait_for_port
 
 # few CV folds and trials: the pipeline's logic is tested, not its statistical power
 FAST_PROFILE = {"cv_folds": 3, "cv_repeats": 1, "tuning_trials": 2, "n_jobs": 2}
@@ -77,10 +77,6 @@ def s3_env(s3_server, monkeypatch):
     """Environment of an S3 client of `s3_server` (the standard AWS variables)."""
     from heart_mlops import storage
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server["endpoint"])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    storage._client.cache_clear()
+    use_s3(monkeypatch, s3_server["endpoint"], s3_server["access_key"], s3_server["secret_key"])
     yield s3_server
     storage._client.cache_clear()

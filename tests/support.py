@@ -36,8 +36,12 @@ def rclone_s3_command(root: Path, port: int, access_key: str, secret_key: str) -
             "--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null"]
 
 
-def mlflow_server_command(backend_uri: str, port: int, *artifacts: str,
-                          workers: int = 1) -> list[str]:
-    """`mlflow server` on a loopback port; `artifacts`: its artifact options."""
-    return [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri, *artifacts,
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+def use_s3(monkeypatch, endpoint: str, access_key: str, secret_key: str) -> None:
+    """Point this process's S3 clients at `endpoint` (the standard AWS variables)."""
+    from heart_mlops import storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    storage._client.cache_clear()

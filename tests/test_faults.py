@@ -15,8 +15,9 @@ from heart_mlops import registry, storage
 from heart_mlops.errors import RegistryError, StorageError
 from heart_mlops.pipeline import extract_data, preprocess_data, register_model, run_pipeline
 from heart_mlops.settings import PROJECT_ROOT
+from heart_mlops.stack import mlflow_server_command
 from tests.conftest import fast_settings
-from tests.support import free_port, mlflow_server_command, rclone_s3_command, wait_for_port
+from tests.support import free_port, rclone_s3_command, use_s3, wait_for_port
 
 HEART_CSV = str(PROJECT_ROOT / "data" / "heart.csv")
 
@@ -57,11 +58,7 @@ def s3_service(tmp_path, monkeypatch):
     service = Service(rclone_s3_command(root, port, access_key, secret_key), port,
                       tmp_path / "s3.log")
     service.root, service.endpoint = root, f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", service.endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    storage._client.cache_clear()
+    use_s3(monkeypatch, service.endpoint, access_key, secret_key)
     service.start()
     yield service
     service.stop()

@@ -38,6 +38,25 @@ class StackError(HeartMlopsError):
     """A service of the stack cannot start or answer."""
 
 
+def mlflow_server_command(
+    backend_uri: str, port: int, *artifacts: str, workers: int = 1
+) -> list[str]:
+    """`mlflow server` on a loopback port; `artifacts`: its artifact options."""
+    return [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        *artifacts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
 def check_ports(ports: dict[str, int], host: str = "127.0.0.1") -> None:
     """Each port free to bind, else an error naming it and the setting that chose it."""
     for setting, port in ports.items():
@@ -415,20 +434,12 @@ def up(
         if local_mlflow:
             mlflow = children.start(
                 "mlflow",
-                [
-                    str(BIN / "mlflow"),
-                    "server",
-                    "--backend-store-uri",
+                mlflow_server_command(
                     settings.tracking_uri,
+                    settings.mlflow_port,
                     "--default-artifact-root",
                     settings.mlflow_artifacts_dir.as_uri(),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(settings.mlflow_port),
-                    "--workers",
-                    "1",
-                ],
+                ),
                 env,
             )
             wait_for(

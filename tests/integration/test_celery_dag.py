@@ -23,7 +23,7 @@ import pytest
 from heart_mlops import stack, stackenv, storage
 from heart_mlops.settings import PROJECT_ROOT
 from tests.conftest import FAST_PROFILE
-from tests.support import free_port, mlflow_server_command, rclone_s3_command
+from tests.support import free_port, rclone_s3_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -165,7 +165,7 @@ def celery_stack(tmp_path_factory):
         )
         mlflow = children.start(
             "mlflow",
-            mlflow_server_command(
+            stack.mlflow_server_command(
                 f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{mlflow_db}",
                 ports["mlflow"],
                 "--serve-artifacts",
