@@ -61,6 +61,8 @@ def check_ports(ports: dict[str, int], host: str = "127.0.0.1") -> None:
     """Each port free to bind, else an error naming it and the setting that chose it."""
     for setting, port in ports.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as the servers do: connections of a stopped server in TIME_WAIT don't block it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:

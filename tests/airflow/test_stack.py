@@ -22,6 +22,21 @@ def test_a_taken_port_names_the_port_and_its_setting():
             stack.check_ports({"HEART_MLOPS_MLFLOW_PORT": 0, "HEART_MLOPS_AIRFLOW_PORT": port})
 
 
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free():
+    # a server that closed its side of a connection first leaves it in TIME_WAIT for a minute;
+    # `make run` right after Ctrl-C must not call that port taken
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and gunicorn
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()
+            client.recv(1)
+    stack.check_ports({"HEART_MLOPS_MLFLOW_PORT": port})
+
+
 def test_stop_ends_children_and_the_processes_that_left_their_group(tmp_path):
     # a child that starts a grandchild in a session of its own (as task supervisors do),
     # both ignoring SIGTERM
