@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help setup run train test lint format bench env stack-env system-deps clean
+.PHONY: help setup run train test test-fast test-deps lint format bench env stack-env clean
 
 help:
 	@echo "make run    set up, then the local stack (Airflow, MLflow, API) running the DAG once"
 	@echo "make train  set up, then the pipeline in-process, without Airflow"
-	@echo "make test   set up, then run the whole test suite"
+	@echo "make test   set up (Debian tools, services, .venv), then run the whole test suite"
+	@echo "make test-fast  the same without the heavy tiers (docs/testing.md)"
 	@echo "make lint   ruff"
 	@echo "make bench  time each pipeline step"
 	@echo "make env    write .env for the Docker stack with fresh random secrets"
@@ -30,8 +31,17 @@ run: setup
 train: setup
 	$(BIN)/heart-mlops train
 
-test: setup
+# what the tests need from the machine (tests/debian-packages.txt, PostgreSQL, Redis): as root,
+# installs and starts what is missing; otherwise names it and stops
+test-deps:
+	@scripts/test_deps.sh
+
+test: test-deps setup
 	$(BIN)/pytest
+
+# for development: everything but the heavy tiers (real Airflow runs, services, outages)
+test-fast: test-deps setup
+	$(BIN)/pytest -m "not heavy"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks airflow
@@ -49,11 +59,6 @@ env:
 # regenerate docker-compose.yaml's settings block after deploy/stack.env.template changed
 stack-env: setup
 	$(BIN)/python scripts/compose_stack_env.py
-
-# Debian packages the tests use (compose validation, linters, promtool); needs root.
-system-deps:
-	apt-get update -qq
-	grep -v '^#' .ci/apt-packages.txt | xargs -r apt-get install -y -qq --no-install-recommends
 
 clean:
 	rm -rf $(VENV) .heart-mlops .pytest_cache .ruff_cache

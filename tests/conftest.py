@@ -13,6 +13,41 @@ from tests.support import free_port, rclone_s3_command, use_s3, wait_for_port
 # few CV folds and trials: the pipeline's logic is tested, not its statistical power
 FAST_PROFILE = {"cv_folds": 3, "cv_repeats": 1, "tuning_trials": 2, "n_jobs": 2}
 
+# The heavy tiers, each a marker (pyproject.toml): `make test-fast` runs what has none of them.
+HEAVY_TIERS = ("airflow", "integration", "outage")
+_tier_of: dict[str, str] = {}  # test id -> its tier
+_wall_time: dict[str, float] = {}  # test id -> seconds of its setup, call and teardown
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = next((name for name in HEAVY_TIERS if item.get_closest_marker(name)), "fast")
+        _tier_of[item.nodeid] = tier
+        if tier != "fast":
+            item.add_marker(pytest.mark.heavy)
+
+
+def pytest_runtest_logreport(report):
+    _wall_time[report.nodeid] = _wall_time.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Wall time of each tier and of each heavy test (the budget is in docs/testing.md)."""
+    if not _wall_time:
+        return
+    tiers: dict[str, list[float]] = {}
+    for nodeid, seconds in _wall_time.items():
+        tiers.setdefault(_tier_of.get(nodeid, "fast"), []).append(seconds)
+    terminalreporter.write_sep("=", "wall time by tier")
+    for tier, times in sorted(tiers.items()):
+        terminalreporter.write_line(f"{tier:<12} {len(times):>4} tests {sum(times):>8.1f} s")
+    heavy = sorted(((seconds, nodeid) for nodeid, seconds in _wall_time.items()
+                    if _tier_of.get(nodeid, "fast") != "fast"), reverse=True)
+    if heavy:
+        terminalreporter.write_sep("-", "heavy tests, wall time")
+        for seconds, nodeid in heavy:
+            terminalreporter.write_line(f"{seconds:>8.1f} s  {_tier_of[nodeid]:<12} {nodeid}")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment():

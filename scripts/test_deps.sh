@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# What the test suite needs from the machine: the Debian packages of tests/debian-packages.txt
+# and the PostgreSQL and Redis servers on 127.0.0.1. As root, installs the missing packages
+# (apt-get update only then) and starts a server that is down. Otherwise, if anything is
+# missing, one message names it with the commands that fix it, and the exit status is 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+listening() {  # port: something accepts TCP connections on 127.0.0.1:port
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+start_server() {  # name: start one of the machine's servers, wait until it listens
+  case $1 in
+    postgresql)
+      pg_lsclusters --no-header | while read -r version cluster _ status _; do
+        if [[ $status == down ]]; then
+          pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start
+        fi
+      done ;;
+    redis) redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null ;;
+  esac
+  local deadline=$((SECONDS + 30))
+  until listening "${PORTS[$1]}"; do
+    ((SECONDS < deadline)) || { echo "$1 did not start listening on port ${PORTS[$1]}" >&2; return 1; }
+    sleep 0.5
+  done
+}
+
+declare -A PORTS=([postgresql]=5432 [redis]=6379)
+
+packages=()
+while read -r package command _; do
+  [[ -z ${package:-} || $package == \#* ]] && continue
+  command -v "$command" >/dev/null 2>&1 || packages+=("$package")
+done < tests/debian-packages.txt
+
+servers=()
+for server in postgresql redis; do
+  listening "${PORTS[$server]}" || servers+=("$server")
+done
+
+if [[ $(id -u) != 0 ]] && ((${#packages[@]} + ${#servers[@]})); then
+  {
+    echo "make test cannot start: this machine lacks what the tests need."
+    ((${#packages[@]})) && echo "  Debian packages: ${packages[*]}
+    install: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${packages[*]}"
+    for server in "${servers[@]}"; do
+      echo "  $server is not listening on 127.0.0.1:${PORTS[$server]}: start it"
+    done
+    echo "  (as root, 'make test-deps' installs and starts all of it)"
+  } >&2
+  exit 1
+fi
+
+if ((${#packages[@]})); then
+  echo "installing Debian packages the tests need: ${packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+for server in "${servers[@]}"; do
+  echo "starting $server"
+  start_server "$server"
+done
