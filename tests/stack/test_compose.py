@@ -9,6 +9,8 @@ import re
 import pytest
 import yaml
 
+from tests.support import tool
+
 from .conftest import (
     COMPOSE_FILE,
     PROFILES,
@@ -18,7 +20,6 @@ from .conftest import (
     parse_env_file,
     run,
     services_of,
-    tool,
 )
 
 STATEFUL = {"postgres": "/var/lib/postgresql/data", "valkey": "/data", "s3": "/data",
