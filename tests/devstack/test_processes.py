@@ -1,4 +1,4 @@
-"""The embedded stack's process handling and port checks, with real processes and sockets."""
+"""The stack's process handling and port checks, with real processes and sockets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from heart_mlops import stack
+from heart_mlops.devstack import StackError
+from heart_mlops.devstack.processes import Children, check_ports, wait_for
 
 
 def test_a_taken_port_names_the_port_and_its_setting():
@@ -18,8 +19,8 @@ def test_a_taken_port_names_the_port_and_its_setting():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(stack.StackError, match=f"port {port} .*HEART_MLOPS_AIRFLOW_PORT"):
-            stack.check_ports({"HEART_MLOPS_MLFLOW_PORT": 0, "HEART_MLOPS_AIRFLOW_PORT": port})
+        with pytest.raises(StackError, match=f"port {port} .*HEART_MLOPS_AIRFLOW_PORT"):
+            check_ports({"HEART_MLOPS_MLFLOW_PORT": 0, "HEART_MLOPS_AIRFLOW_PORT": port})
 
 
 def test_a_port_left_in_time_wait_by_a_stopped_server_is_free():
@@ -34,7 +35,7 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_is_free():
             accepted, _ = server.accept()
             accepted.close()
             client.recv(1)
-    stack.check_ports({"HEART_MLOPS_MLFLOW_PORT": port})
+    check_ports({"HEART_MLOPS_MLFLOW_PORT": port})
 
 
 def test_stop_ends_children_and_the_processes_that_left_their_group(tmp_path):
@@ -49,12 +50,12 @@ def test_stop_ends_children_and_the_processes_that_left_their_group(tmp_path):
         "open(sys.argv[1], 'w').write(str(p.pid))\n"
         "time.sleep(600)\n"
     )
-    children = stack.Children(tmp_path / "logs")
+    children = Children(tmp_path / "logs")
     pid_file = tmp_path / "grandchild.pid"
     child = children.start(
         "stubborn", [sys.executable, "-c", script, str(pid_file)], dict(os.environ)
     )
-    stack.wait_for(lambda: pid_file.exists() and pid_file.read_text(), 30, "the grandchild")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 30, "the grandchild")
     grandchild = int(pid_file.read_text())
 
     killed = children.stop(timeout=2)
@@ -74,7 +75,7 @@ def test_stop_terminates_orphans_of_the_stack_without_killing_them(tmp_path):
         "start_new_session=True)\n"
         "open(sys.argv[1], 'w').write(str(p.pid))\n"
     )
-    children = stack.Children(tmp_path / "logs")
+    children = Children(tmp_path / "logs")
     pid_file = tmp_path / "orphan.pid"
     child = children.start("parent", [sys.executable, "-c", script, str(pid_file)],
                            dict(os.environ))
@@ -83,7 +84,7 @@ def test_stop_terminates_orphans_of_the_stack_without_killing_them(tmp_path):
     assert _alive(orphan)
 
     assert children.stop(timeout=10) == []  # nothing needed SIGKILL
-    stack.wait_for(lambda: not _alive(orphan), 10, "the orphan to end")
+    wait_for(lambda: not _alive(orphan), 10, "the orphan to end")
 
 
 def _alive(pid: int) -> bool:
