@@ -1,6 +1,7 @@
 """The few calls of Airflow's public REST API (v2) a stack needs, and following a DAG run.
 
-Shared by the embedded stack, the Celery integration test and the DAG benchmark.
+Shared by the embedded stack, the Celery integration test and the DAG benchmark. HTTP errors
+come as `urllib.error.HTTPError`, an unreachable server as `urllib.error.URLError` (an OSError).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from heart_mlops.devstack.services import DAG_ID
 
 FINISHED = {"success", "failed"}
 TASK_DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
+# where the simple auth manager keeps the passwords it generated, in AIRFLOW_HOME
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 
 
 @dataclass
 class AirflowClient:
-    """The few calls of Airflow's public REST API (v2) the stack needs."""
+    """An Airflow API server at `base_url`; logs in on the first authenticated call."""
 
     base_url: str
     username: str = "admin"
@@ -43,6 +46,8 @@ class AirflowClient:
             return json.loads(response.read() or b"null")
 
     def login(self) -> str:
+        """Returns a fresh access token, also kept for later calls. Raises HTTPError (401)
+        for a wrong password, URLError when the server cannot be reached (30 s timeout)."""
         self.token = self._request(
             "POST",
             "/auth/token",
@@ -52,6 +57,8 @@ class AirflowClient:
         return self.token
 
     def healthy(self) -> bool:
+        """True when the health endpoint answers with a success status, False for an error
+        status or no answer within 30 seconds."""
         try:
             self._request("GET", "/api/v2/monitor/health", auth=False)
             return True
@@ -59,6 +66,8 @@ class AirflowClient:
             return False
 
     def dag_loaded(self, dag_id: str = DAG_ID) -> bool:
+        """True when the DAG is parsed, False while the API answers 404; raises HTTPError
+        for any other error status and URLError when the server cannot be reached."""
         try:
             self._request("GET", f"/api/v2/dags/{dag_id}")
             return True
@@ -68,28 +77,38 @@ class AirflowClient:
             raise
 
     def import_errors(self) -> list[str]:
+        """Returns "file: traceback" of each DAG file that failed to import; raises HTTPError
+        or URLError."""
         found = self._request("GET", "/api/v2/importErrors")
         return [f"{e['filename']}: {e['stack_trace']}" for e in found.get("import_errors", [])]
 
     def unpause(self, dag_id: str = DAG_ID) -> None:
+        """Unpauses the DAG. Returns None; raises HTTPError (404: no such DAG) or URLError."""
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     def trigger(self, conf: dict | None = None, dag_id: str = DAG_ID) -> str:
+        """Triggers a run with params `conf`. Returns its run id; raises HTTPError or URLError."""
         run = self._request(
             "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
         )
         return run["dag_run_id"]
 
     def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
+        """Returns the run's state ("queued", "running", "success", "failed"); raises HTTPError
+        or URLError."""
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
     def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        """Returns the run's task instances as the API gives them (at most 100); raises
+        HTTPError or URLError."""
         found = self._request(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100"
         )
         return found["task_instances"]
 
     def variable(self, key: str):
+        """Returns the JSON-decoded value of an Airflow Variable; raises HTTPError (404: not
+        set) or URLError, and json.JSONDecodeError when the value is not JSON."""
         return json.loads(self._request("GET", f"/api/v2/variables/{key}")["value"])
 
 
@@ -101,7 +120,13 @@ def follow_run(
     alive: Callable[[], None] | None = None,
     interval: float = 2.0,
 ) -> str:
-    """Wait for a DAG run to end, reporting each task once when it finishes. -> run state"""
+    """Wait for a DAG run to end, polling every `interval` seconds, passing each task instance
+    to `on_task` once when it finishes (in order of end date).
+
+    Returns the run's final state ("success" or "failed"). Raises StackError when `timeout`
+    seconds pass first; `alive()`, called before each poll, may raise (StackError when a needed
+    process died); the client's calls raise HTTPError or URLError.
+    """
     reported: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,8 +145,10 @@ def follow_run(
 
 
 def admin_password(airflow_home: Path) -> str | None:
-    """The password the simple auth manager generated for `admin`, once it has."""
-    path = airflow_home / "simple_auth_manager_passwords.json.generated"
+    """Returns the password the simple auth manager generated for `admin` in `airflow_home`,
+    None until it has (file missing or not yet valid JSON). Raises OSError for other read
+    errors."""
+    path = airflow_home / PASSWORD_FILE
     try:
         return json.loads(path.read_text()).get("admin")
     except (FileNotFoundError, json.JSONDecodeError):

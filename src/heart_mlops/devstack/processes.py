@@ -26,7 +26,10 @@ MARKER = "HEART_MLOPS_STACK_ID"  # set in every child's environment, to find str
 
 
 def check_ports(ports: dict[str, int], host: str = "127.0.0.1") -> None:
-    """Each port free to bind, else an error naming it and the setting that chose it."""
+    """Check that each port of `ports` (setting name -> port) is free to bind on `host`.
+
+    Returns None. Raises StackError naming the first port in use and the setting that chose it.
+    """
     for setting, port in ports.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             # as the servers do: connections of a stopped server in TIME_WAIT don't block it
@@ -41,6 +44,8 @@ def check_ports(ports: dict[str, int], host: str = "127.0.0.1") -> None:
 
 
 def http_ok(url: str) -> bool:
+    """True when a GET of `url` succeeds within 5 seconds, False for an error status (4xx
+    and 5xx) or no answer; never raises those."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status < 500
@@ -55,7 +60,12 @@ def wait_for(
     interval: float = 1.0,
     alive: Callable[[], None] | None = None,
 ) -> None:
-    """Poll until `predicate()` is true; `alive()` may raise when a needed process died."""
+    """Poll `predicate()` every `interval` seconds until it is true.
+
+    Returns None. Raises StackError naming `what` when `timeout` seconds pass first; `alive()`,
+    called before each poll, may raise (StackError when a needed process died), as may
+    `predicate()`.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if alive:
@@ -68,11 +78,14 @@ def wait_for(
 
 @dataclass
 class Child:
+    """A started child process and the file its output goes to."""
+
     name: str
     process: subprocess.Popen
     log_path: Path
 
     def check(self) -> None:
+        """Returns None while the process runs; raises StackError with its exit code and log."""
         code = self.process.poll()
         if code is not None:
             raise StackError(f"{self.name} exited with code {code}; see {self.log_path}")
@@ -89,6 +102,10 @@ class Children:
     def start(
         self, name: str, command: list[str], env: dict[str, str], cwd: Path | None = None
     ) -> Child:
+        """Start `command` in a new session, output appended to `log_dir/<name>.log`.
+
+        Returns the Child. Raises OSError when the command or the log cannot be opened.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
@@ -106,15 +123,18 @@ class Children:
         return child
 
     def check(self) -> None:
+        """Returns None while every child runs; raises StackError for the first that exited."""
         for child in self.children:
             child.check()
 
     def stop(self, timeout: float = 30.0) -> list[str]:
-        """SIGTERM every group, SIGKILL what remains after `timeout`. -> names of killed ones
+        """SIGTERM every group, SIGKILL what remains after `timeout` seconds.
 
-        Processes that left their group (task supervisors call setsid) are found beforehand,
-        as descendants and by the marker in their environment (orphans too, such as idle
-        joblib workers of finished tasks), and get SIGTERM like the groups.
+        Returns the names of the children and "pid N" of the strays that needed SIGKILL; never
+        raises for processes that are gone already. Processes that left their group (task
+        supervisors call setsid) are found beforehand, as descendants and by the marker in their
+        environment (orphans too, such as idle joblib workers of finished tasks), and get
+        SIGTERM like the groups.
         """
         groups = {child.process.pid for child in self.children}
         tracked = _descendants(groups) | set(self.strays())
@@ -145,7 +165,7 @@ class Children:
         return killed + [f"pid {pid}" for pid in strays]
 
     def strays(self) -> list[int]:
-        """Live processes started by this stack (found by the marker in their environment)."""
+        """Returns the pids of live processes with this stack's marker in their environment."""
         needle = f"{MARKER}={self.stack_id}".encode()
         found = []
         for entry in Path("/proc").iterdir():

@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent  # airflow, mlflow, heart-mlops of this enviro
 def mlflow_server_command(
     backend_uri: str, port: int, *artifacts: str, workers: int = 1
 ) -> list[str]:
-    """`mlflow server` on a loopback port; `artifacts`: its artifact options."""
+    """Returns the argv of `mlflow server` on a loopback port; `artifacts`: its artifact options."""
     return [
         str(BIN / "mlflow"),
         "server",
@@ -37,7 +37,8 @@ def mlflow_server_command(
 
 
 def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the embedded Airflow: its home inside the project home, the project DAGs."""
+    """Returns the environment of the embedded Airflow: `base` (default os.environ) with its
+    home inside the project home and the project DAGs. Raises nothing; creates no directory."""
     home = settings.home_dir
     env = dict(os.environ if base is None else base)
     env.update(
@@ -60,7 +61,12 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
 
 
 def run_dag_once(settings: Settings, conf: dict, log_file: Path | None = None) -> int:
-    """`airflow dags test mlops_pipeline` on the SQLite metadata of the local home. -> exit code"""
+    """`airflow dags test mlops_pipeline` with `conf` on the SQLite metadata of the local home,
+    output appended to `log_file` (default: this process's stdout and stderr).
+
+    Returns the exit code of `airflow dags test`. Raises StackError when `airflow db migrate`
+    fails, OSError when Airflow or the log file cannot be opened.
+    """
     env = airflow_env(settings)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 (closed below)
