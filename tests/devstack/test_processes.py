@@ -1,17 +1,19 @@
-"""The stack's process handling and port checks, with real processes and sockets."""
+"""The stack's process handling, port checks and polling, with real processes and sockets."""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from heart_mlops.devstack import StackError
-from heart_mlops.devstack.processes import Children, check_ports, wait_for
+from heart_mlops.devstack.processes import Child, Children, check_ports, http_ok, wait_for
 
 
 def test_a_taken_port_names_the_port_and_its_setting():
@@ -50,11 +52,7 @@ def test_stop_ends_children_and_the_processes_that_left_their_group(tmp_path):
         "open(sys.argv[1], 'w').write(str(p.pid))\n"
         "time.sleep(600)\n"
     )
-    children = Children(tmp_path / "logs")
-    pid_file = tmp_path / "grandchild.pid"
-    child = children.start(
-        "stubborn", [sys.executable, "-c", script, str(pid_file)], dict(os.environ)
-    )
+    children, child, pid_file = _start_script(tmp_path, "stubborn", script)
     wait_for(lambda: pid_file.exists() and pid_file.read_text(), 30, "the grandchild")
     grandchild = int(pid_file.read_text())
 
@@ -75,10 +73,7 @@ def test_stop_terminates_orphans_of_the_stack_without_killing_them(tmp_path):
         "start_new_session=True)\n"
         "open(sys.argv[1], 'w').write(str(p.pid))\n"
     )
-    children = Children(tmp_path / "logs")
-    pid_file = tmp_path / "orphan.pid"
-    child = children.start("parent", [sys.executable, "-c", script, str(pid_file)],
-                           dict(os.environ))
+    children, child, pid_file = _start_script(tmp_path, "parent", script)
     child.process.wait(timeout=30)
     orphan = int(pid_file.read_text())
     assert _alive(orphan)
@@ -87,9 +82,58 @@ def test_stop_terminates_orphans_of_the_stack_without_killing_them(tmp_path):
     wait_for(lambda: not _alive(orphan), 10, "the orphan to end")
 
 
+def _start_script(tmp_path: Path, name: str, script: str) -> tuple[Children, Child, Path]:
+    """A child running the Python `script`, which gets a pid file to write as its argument."""
+    children = Children(tmp_path / "logs")
+    pid_file = tmp_path / f"{name}.pid"
+    child = children.start(name, [sys.executable, "-c", script, str(pid_file)], dict(os.environ))
+    return children, child, pid_file
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_wait_for_names_what_it_waited_for_when_time_is_up():
+    with pytest.raises(StackError, match="timed out after 0s waiting for the answer"):
+        wait_for(lambda: False, 0.2, "the answer", interval=0.05)
+
+
+def test_wait_for_stops_at_once_when_a_needed_process_exited(tmp_path):
+    children = Children(tmp_path / "logs")
+    child = children.start(
+        "quitter", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ)
+    )
+    child.process.wait(timeout=30)
+    started = time.monotonic()
+    with pytest.raises(StackError, match=r"quitter exited with code 3; see .*quitter\.log"):
+        wait_for(lambda: False, 60, "the quitter", alive=children.check)
+    assert time.monotonic() - started < 10
+    assert children.stop(timeout=2) == []
+
+
+def test_http_ok_only_for_a_success_status():
+    statuses = {"/ok": 200, "/missing": 404, "/broken": 500}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(statuses[self.path])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            assert http_ok(f"{base}/ok")
+            assert not http_ok(f"{base}/missing")
+            assert not http_ok(f"{base}/broken")
+        finally:
+            server.shutdown()
+    assert not http_ok(f"{base}/ok")  # nothing listens any more
