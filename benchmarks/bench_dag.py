@@ -21,7 +21,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from heart_mlops import stack
+from heart_mlops.devstack.services import BIN, airflow_env
 from heart_mlops.settings import PROJECT_ROOT, Settings
 
 PROFILES = {
@@ -44,8 +44,8 @@ def embedded(profile: dict[str, str]) -> dict:
     """`heart-mlops pipeline` on a fresh home; timings from its SQLite metadata."""
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home))
-        env = {**stack.airflow_env(settings), **profile}
-        command = [str(stack.BIN / "heart-mlops"), "pipeline"]
+        env = {**airflow_env(settings), **profile}
+        command = [str(BIN / "heart-mlops"), "pipeline"]
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         total = time.perf_counter() - started
@@ -68,7 +68,7 @@ def celery() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "celery.json"
         command = [
-            str(stack.BIN / "pytest"),
+            str(BIN / "pytest"),
             "-q",
             "-p",
             "no:cacheprovider",

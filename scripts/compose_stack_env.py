@@ -2,7 +2,7 @@
 
 Hosts and ports become Compose service names; secrets and database names stay Compose
 variables, filled from .env when Compose reads the file. Both the block and the Celery
-integration test come from `heart_mlops.stackenv.render`, so they agree key by key.
+integration test come from `heart_mlops.devstack.stack_env.render`, so they agree key by key.
 
     python scripts/compose_stack_env.py          # rewrite the block
     python scripts/compose_stack_env.py --check  # exit 1 if the block is out of date
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from heart_mlops import stackenv
+from heart_mlops.devstack import stack_env
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yaml"
 BEGIN = "  # BEGIN generated from deploy/stack.env.template by scripts/compose_stack_env.py\n"
@@ -45,7 +45,7 @@ COMPOSE_VALUES = {
 
 
 def block() -> str:
-    entries = stackenv.render(COMPOSE_VALUES)
+    entries = stack_env.render(COMPOSE_VALUES)
     # JSON strings are valid YAML double-quoted scalars
     lines = [f"  {key}: {json.dumps(value)}\n" for key, value in entries.items()]
     return BEGIN + "".join(lines) + END

@@ -12,10 +12,10 @@ import subprocess
 import pytest
 
 from heart_mlops import registry, storage
+from heart_mlops.devstack.services import mlflow_server_command
 from heart_mlops.errors import RegistryError, StorageError
 from heart_mlops.pipeline import extract_data, preprocess_data, register_model, run_pipeline
 from heart_mlops.settings import PROJECT_ROOT
-from heart_mlops.stack import mlflow_server_command
 from tests.conftest import fast_settings
 from tests.support import free_port, rclone_s3_command, use_s3, wait_for_port
 

@@ -254,7 +254,7 @@ def pipeline(
                       ] = None,
 ):
     """Run the Airflow DAG once without a scheduler (`airflow dags test`, SQLite): scripts, CI."""
-    from heart_mlops import stack
+    from heart_mlops.devstack import services as stack
 
     settings = _settings(selection_metric=metric)
     if data and synthetic:
@@ -277,7 +277,7 @@ def up(
     trials: Annotated[int | None, typer.Option(help="Tuning trials of the first run.")] = None,
 ):
     """The embedded stack: MLflow, Airflow standalone, the API; runs the DAG once; Ctrl-C stops."""
-    from heart_mlops import stack
+    from heart_mlops.devstack import up as stack
 
     settings = _settings()
     with_api = "serve" in typer.main.get_command(app).commands

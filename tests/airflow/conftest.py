@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from heart_mlops import stack
+from heart_mlops.devstack.services import BIN, airflow_env
 from heart_mlops.settings import Settings
 from tests.conftest import FAST_PROFILE
 
@@ -22,12 +22,12 @@ FAST_ENV = {f"HEART_MLOPS_{key.upper()}": str(value) for key, value in FAST_PROF
 
 def pipeline_env(settings: Settings) -> dict[str, str]:
     """Environment of `heart-mlops pipeline` on the test's home, fast profile."""
-    return {**stack.airflow_env(settings), **FAST_ENV}
+    return {**airflow_env(settings), **FAST_ENV}
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(stack.BIN / "heart-mlops"), *args],
+        [str(BIN / "heart-mlops"), *args],
         env=pipeline_env(settings),
         capture_output=True,
         text=True,
@@ -52,7 +52,7 @@ def airflow_variables(settings: Settings, tmp: Path) -> dict:
     """Every Airflow Variable of the embedded metadata (decrypted by Airflow itself)."""
     target = tmp / "variables.json"
     subprocess.run(
-        [str(stack.BIN / "airflow"), "variables", "export", str(target)],
+        [str(BIN / "airflow"), "variables", "export", str(target)],
         env=pipeline_env(settings),
         check=True,
         capture_output=True,

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from heart_mlops import stack, stackenv, storage
+from heart_mlops import storage
+from heart_mlops.devstack import stack_env
+from heart_mlops.devstack.airflow_client import AirflowClient, admin_password, follow_run
+from heart_mlops.devstack.processes import Children, http_ok, wait_for
+from heart_mlops.devstack.services import BIN, DAG_ID, DAGS_FOLDER, mlflow_server_command
 from heart_mlops.settings import PROJECT_ROOT
 from tests.conftest import FAST_PROFILE
 from tests.support import free_port, rclone_s3_command
@@ -75,7 +79,7 @@ def celery_stack(tmp_path_factory):
         "s3": free_port(),
     }
     password = secrets.token_hex(16)
-    rendered = stackenv.render(
+    rendered = stack_env.render(
         {
             "AIRFLOW_API_HOST": "127.0.0.1",
             "AIRFLOW_API_PORT": ports["api"],
@@ -106,8 +110,8 @@ def celery_stack(tmp_path_factory):
         **base,
         **rendered,
         **FAST_ENV,
-        "PATH": f"{stack.BIN}{os.pathsep}{base.get('PATH', '')}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(stack.DAGS_FOLDER),
+        "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(ports["api"]),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["logs"]),
@@ -133,7 +137,7 @@ def celery_stack(tmp_path_factory):
         "TMPDIR": str(dirs["worker-tmp"]),
         "HEART_MLOPS_HOME": str(dirs["worker"] / "home"),
     }
-    children = stack.Children(root / "logs")
+    children = Children(root / "logs")
     created_dbs: list[str] = []
     patch = pytest.MonkeyPatch()
     try:
@@ -150,7 +154,7 @@ def celery_stack(tmp_path_factory):
             ),
             common,
         )
-        stack.wait_for(lambda: reachable("127.0.0.1", ports["s3"]), 60, "rclone S3", alive=s3.check)
+        wait_for(lambda: reachable("127.0.0.1", ports["s3"]), 60, "rclone S3", alive=s3.check)
         # this process reads the S3 store too, with the stack's endpoint and keys
         for key in (
             "AWS_ENDPOINT_URL_S3",
@@ -165,7 +169,7 @@ def celery_stack(tmp_path_factory):
         )
         mlflow = children.start(
             "mlflow",
-            stack.mlflow_server_command(
+            mlflow_server_command(
                 f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{mlflow_db}",
                 ports["mlflow"],
                 "--serve-artifacts",
@@ -177,18 +181,18 @@ def celery_stack(tmp_path_factory):
             cwd=dirs["mlflow"],
         )
         subprocess.run(
-            [str(stack.BIN / "airflow"), "db", "migrate"],
+            [str(BIN / "airflow"), "db", "migrate"],
             env=server_env,
             check=True,
             capture_output=True,
             timeout=600,
         )
         for name in ("api-server", "scheduler", "dag-processor"):
-            children.start(name, [str(stack.BIN / "airflow"), name], server_env, cwd=dirs["server"])
+            children.start(name, [str(BIN / "airflow"), name], server_env, cwd=dirs["server"])
         children.start(
             "worker",
             [
-                str(stack.BIN / "airflow"),
+                str(BIN / "airflow"),
                 "celery",
                 "worker",
                 "--queues",
@@ -203,24 +207,24 @@ def celery_stack(tmp_path_factory):
             worker_env,
             cwd=dirs["worker"],
         )
-        stack.wait_for(
-            lambda: stack.http_ok(f"{rendered['MLFLOW_TRACKING_URI']}/health"),
+        wait_for(
+            lambda: http_ok(f"{rendered['MLFLOW_TRACKING_URI']}/health"),
             STARTUP_TIMEOUT,
             "the MLflow server",
             alive=mlflow.check,
         )
-        client = stack.AirflowClient(f"http://127.0.0.1:{ports['api']}")
-        stack.wait_for(
+        client = AirflowClient(f"http://127.0.0.1:{ports['api']}")
+        wait_for(
             client.healthy, STARTUP_TIMEOUT, "the Airflow API server", alive=children.check
         )
-        stack.wait_for(
-            lambda: stack.admin_password(dirs["server"]) is not None,
+        wait_for(
+            lambda: admin_password(dirs["server"]) is not None,
             60,
             "the admin password",
             alive=children.check,
         )
-        client.password = stack.admin_password(dirs["server"]) or ""
-        stack.wait_for(
+        client.password = admin_password(dirs["server"]) or ""
+        wait_for(
             client.dag_loaded,
             STARTUP_TIMEOUT,
             "the DAG to be parsed",
@@ -255,9 +259,9 @@ def finished_run(celery_stack):
     client = celery_stack["client"]
     client.unpause()
     run_id = client.trigger({"data_uri": celery_stack["source"], "tuning_trials": 2})
-    state = stack.follow_run(client, run_id, RUN_TIMEOUT, alive=celery_stack["children"].check)
+    state = follow_run(client, run_id, RUN_TIMEOUT, alive=celery_stack["children"].check)
     tis = client.task_instances(run_id)
-    run = client._request("GET", f"/api/v2/dags/{stack.DAG_ID}/dagRuns/{run_id}")
+    run = client._request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
     _report_timings(run, tis)
     return {"run_id": run_id, "state": state, "task_instances": tis, **celery_stack}
 
@@ -351,7 +355,7 @@ def test_invalid_data_fails_at_preprocess_without_retries_and_keeps_the_champion
     bad = storage.write_bytes("s3://data/source/bad.csv", frame.to_csv(index=False).encode())
 
     run_id = client.trigger({"data_uri": bad, "tuning_trials": 2})
-    state = stack.follow_run(client, run_id, RUN_TIMEOUT, alive=finished_run["children"].check)
+    state = follow_run(client, run_id, RUN_TIMEOUT, alive=finished_run["children"].check)
 
     tis = {ti["task_id"]: ti for ti in client.task_instances(run_id)}
     assert state == "failed"
@@ -360,7 +364,7 @@ def test_invalid_data_fails_at_preprocess_without_retries_and_keeps_the_champion
     downstream = set(tis) - {"extract_data", "preprocess_data"}
     assert {tis[task]["state"] for task in downstream} == {"upstream_failed"}
     log = client._request(
-        "GET", f"/api/v2/dags/{stack.DAG_ID}/dagRuns/{run_id}/taskInstances/preprocess_data/logs/1"
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/preprocess_data/logs/1"
     )
     text = json.dumps(log)  # the validation report, from the worker's log server
     assert "column 'age': rows 1, 2, 3, 4, 5 hold 500" in text and "allowed: 1 to 120" in text

@@ -1,10 +1,10 @@
 """The Compose stack runs on the settings the Celery integration test proves: both render
-deploy/stack.env.template with `stackenv.render`; here the environment Compose really gives each
+deploy/stack.env.template with `stack_env.render`; here the environment Compose really gives each
 container (`docker-compose config`, .env interpolated) is compared with the template key by key."""
 
 from __future__ import annotations
 
-from heart_mlops import stackenv
+from heart_mlops.devstack import stack_env
 
 # where each service of the template lives in the Compose network
 SERVICE_ADDRESSES = {
@@ -21,12 +21,12 @@ AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler",
 
 
 def expected(env_values: dict[str, str]) -> dict[str, str]:
-    return stackenv.render({**SERVICE_ADDRESSES,
-                            **{name: env_values[name] for name in SECRETS_FROM_ENV}})
+    return stack_env.render({**SERVICE_ADDRESSES,
+                             **{name: env_values[name] for name in SECRETS_FROM_ENV}})
 
 
 def test_template_placeholders_are_all_accounted_for():
-    assert stackenv.placeholders() == set(SERVICE_ADDRESSES) | set(SECRETS_FROM_ENV)
+    assert stack_env.placeholders() == set(SERVICE_ADDRESSES) | set(SECRETS_FROM_ENV)
 
 
 def test_addresses_are_compose_services_and_their_ports(resolved):

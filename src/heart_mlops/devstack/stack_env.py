@@ -16,7 +16,8 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
 def parse(path: Path = TEMPLATE) -> dict[str, str]:
-    """KEY=VALUE lines of an env file (comments and blank lines skipped), values unrendered."""
+    """Returns the KEY=VALUE lines of an env file (comments and blank lines skipped), values
+    unrendered. Raises OSError when the file cannot be read."""
     entries = {}
     for line in Path(path).read_text().splitlines():
         line = line.strip()
@@ -27,13 +28,19 @@ def parse(path: Path = TEMPLATE) -> dict[str, str]:
 
 
 def placeholders(path: Path = TEMPLATE) -> set[str]:
+    """Returns the NAMEs of the ${NAME} placeholders in the file's values; raises as `parse`."""
     return {name for value in parse(path).values() for name in _PLACEHOLDER.findall(value)}
 
 
 def render(values: dict[str, str], path: Path = TEMPLATE) -> dict[str, str]:
-    """The template's entries with every ${NAME} replaced; a missing value is an error."""
+    """Returns the template's entries with every ${NAME} replaced by `values[NAME]`.
+
+    Raises KeyError naming the placeholders `values` has no value for, OSError as `parse`.
+    """
     missing = placeholders(path) - set(values)
     if missing:
         raise KeyError(f"no value for placeholder(s) {', '.join(sorted(missing))} of {path}")
-    return {key: _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), value)
-            for key, value in parse(path).items()}
+    return {
+        key: _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), value)
+        for key, value in parse(path).items()
+    }
