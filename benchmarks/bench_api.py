@@ -95,9 +95,9 @@ def train_champion(settings: Settings, candidate: str) -> None:
     quick = settings.model_copy(update={"model_params_path": path, "cv_folds": 3,
                                         "cv_repeats": 1, "tuning_trials": 0})
     result = run_pipeline(quick)
-    if not result["registered"]["champion"]:
+    if not result.registered.champion:
         raise SystemExit(f"the trained {candidate} did not become champion: "
-                         f"{result['registered']['decision']}")
+                         f"{result.registered.decision}")
 
 
 def start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:

@@ -34,7 +34,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
 
-    runs: dict[int, list[dict]] = {value: [] for value in args.tuning_cv_repeats}
+    runs: dict[int, list] = {value: [] for value in args.tuning_cv_repeats}
     for round_number in range(args.rounds):
         for value in args.tuning_cv_repeats:
             with tempfile.TemporaryDirectory() as home:
@@ -43,7 +43,7 @@ def main() -> None:
                 runs[value].append(run_pipeline(settings, run_key=f"bench-{round_number}"))
 
     first = args.tuning_cv_repeats[0]
-    rounds = [result["timings"] for result in runs[first]]
+    rounds = [result.timings for result in runs[first]]
     total = statistics.median(sum(r.values()) for r in rounds)
     print(f"pipeline: {args.trials} trials ({first} CV repeat(s) each), {args.cv_repeats}x "
           f"repeated 5-fold CV, {args.rounds} round(s), median seconds\n")
@@ -56,26 +56,26 @@ def main() -> None:
         _compare(runs, first)
 
 
-def _compare(runs: dict[int, list[dict]], first: int) -> None:
+def _compare(runs: dict[int, list], first: int) -> None:
     def median(value: int, pick) -> float:
         return statistics.median(pick(result) for result in runs[value])
 
     def tune(result):
-        return result["timings"]["tune_best_model"]
+        return result.timings["tune_best_model"]
 
     def whole(result):
-        return sum(result["timings"].values())
+        return sum(result.timings.values())
 
-    metric = f"cv_{runs[first][0]['tuned']['selection_metric']}_mean"
+    metric = f"cv_{runs[first][0].tuned.selection_metric}_mean"
     print(f"\n| CV repeats per trial | tune s | tune vs {first} | whole vs {first} | chosen | "
           f"{metric} (fresh folds) |\n| ---: | ---: | ---: | ---: | --- | ---: |")
     for value, results in runs.items():
-        chosen = ", ".join(sorted({f"{r['tuned']['name']} {r['tuned']['label']}"
+        chosen = ", ".join(sorted({f"{r.tuned.name} {r.tuned.label}"
                                    for r in results}))
         print(f"| {value} | {median(value, tune):.1f} | "
               f"{median(value, tune) / median(first, tune):.2f} | "
               f"{median(value, whole) / median(first, whole):.2f} | {chosen} | "
-              f"{median(value, lambda r: r['tuned']['cv'][metric]):.4f} |")
+              f"{median(value, lambda r: r.tuned.cv[metric]):.4f} |")
 
 
 if __name__ == "__main__":

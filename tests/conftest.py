@@ -74,7 +74,7 @@ def trained(tmp_path_factory) -> dict:
 
     settings = fast_settings(tmp_path_factory.mktemp("trained-home"))
     result = run_pipeline(settings, run_key="test-session")
-    assert result["registered"]["champion"], result["registered"]
+    assert result.registered.champion, result.registered
     return {"settings": settings, "result": result}
 
 

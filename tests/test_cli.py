@@ -81,7 +81,7 @@ def test_predict_info_and_promote_against_the_champion(trained, tmp_path):
     with mlflow.start_run(run_name="rollback target"):
         uri = registry.log_model(registry.load_version(settings.model_name, champion["version"]),
                                  pd.read_csv(HEART_CSV))
-    other = registry.version_of(registry.register(uri, settings.model_name, {"candidate": "copy"}))
+    other = registry.register(uri, settings.model_name, {"candidate": "copy"})
     rollback = run_cli("promote", "--version", other, "--reason", "rollback drill",
                        settings=settings)
     assert rollback.returncode == 0, rollback.stderr

@@ -79,7 +79,7 @@ def test_s3_outage_fails_the_step_naming_the_endpoint_and_a_rerun_succeeds(s3_se
 
     s3_service.start()
     prepared = preprocess_data(settings, extracted)
-    train, holdout = (storage.read_frame(prepared[key]) for key in ("train_uri", "holdout_uri"))
+    train, holdout = (storage.read_frame(uri) for uri in (prepared.train_uri, prepared.holdout_uri))
     assert len(train) + len(holdout) == 302  # the 1025 rows less their 723 duplicates
 
 
@@ -96,9 +96,9 @@ def test_mlflow_outage_at_registration_registers_nothing_and_a_rerun_succeeds(
     endpoint = f"http://127.0.0.1:{port}"
     settings = fast_settings(tmp_path / "home", mlflow_tracking_uri=endpoint)
     server.start()
-    steps: dict[str, dict] = {}
+    steps: dict = {}
 
-    def stop_server_before_registration(name: str, seconds: float, result: dict) -> None:
+    def stop_server_before_registration(name: str, seconds: float, result) -> None:
         steps[name] = result
         if name == "tune_best_model":
             server.stop()
@@ -116,7 +116,7 @@ def test_mlflow_outage_at_registration_registers_nothing_and_a_rerun_succeeds(
 
         registered = register_model(settings, steps["tune_best_model"],
                                     steps["preprocess_data"])
-        assert registered["version"] == "1" and registered["champion"] is True
+        assert registered.version == "1" and registered.champion is True
         assert registry.version_by_alias(name, registry.CHAMPION).version == "1"
         assert len(registry.client().search_model_versions(f"name = '{name}'")) == 1
     finally:

@@ -30,12 +30,12 @@ def _versions(settings):
 
 
 def test_champion_is_honest_and_leak_free(trained):
-    registered = trained["result"]["registered"]
-    cv_auc = registered["cv"]["cv_roc_auc_mean"]
+    registered = trained["result"].registered
+    cv_auc = registered.cv["cv_roc_auc_mean"]
     assert 0.88 <= cv_auc <= 0.95, cv_auc  # above 0.95 would mean a leak
-    assert registered["champion"] and registered["decision"] == "no champion yet"
-    assert registered["label"] in {"tuned", "untuned"}
-    evaluated = {e["name"] for e in trained["result"]["evaluations"]}
+    assert registered.champion and registered.decision == "no champion yet"
+    assert registered.label in {"tuned", "untuned"}
+    evaluated = {e.name for e in trained["result"].evaluations}
     assert evaluated == {"random_forest", "logistic_regression", "svm"}
 
 
@@ -97,12 +97,12 @@ def test_second_run_on_same_data_registers_a_challenger(trained):
     settings = trained["settings"]
     before = registry.version_of(_champion(settings))
     result = run_pipeline(settings, run_key="test-second-run")  # same settings
-    registered = result["registered"]
-    assert not registered["champion"], registered["decision"]
-    assert "does not beat" in registered["decision"]
+    registered = result.registered
+    assert not registered.champion, registered.decision
+    assert "does not beat" in registered.decision
     assert registry.version_of(_champion(settings)) == before
     challenger = registry.version_by_alias(settings.model_name, registry.CHALLENGER)
-    assert registry.version_of(challenger) == registered["version"]
+    assert registry.version_of(challenger) == registered.version
     tags = challenger.tags
     assert tags["heart_mlops.promotion_decision"] == "challenger"
     assert float(tags["heart_mlops.promotion_holdout_roc_auc"]) <= float(
@@ -112,7 +112,7 @@ def test_second_run_on_same_data_registers_a_challenger(trained):
 def test_worse_challenger_does_not_move_champion(trained):
     settings = trained["settings"]
     champion = registry.version_of(_champion(settings))
-    holdout = trained["result"]["data"]["holdout_uri"]
+    holdout = trained["result"].data.holdout_uri
     from heart_mlops import storage
     from heart_mlops.evaluation import holdout_metrics
     frame = storage.read_frame(holdout)
@@ -123,14 +123,13 @@ def test_worse_challenger_does_not_move_champion(trained):
     # a worse model: trained on shuffled labels
     from heart_mlops.evaluation import xy
     from heart_mlops.models import load_candidates
-    train = storage.read_frame(trained["result"]["data"]["train_uri"])
+    train = storage.read_frame(trained["result"].data.train_uri)
     X, y = xy(train)
     bad = load_candidates(settings.model_params_path)["logistic_regression"].build(
         seed=1).fit(X, np.random.default_rng(0).permutation(y))
     with mlflow.start_run(run_name="worse model"):
         uri = registry.log_model(bad, frame)
-    version = registry.version_of(
-        registry.register(uri, settings.model_name, {"candidate": "shuffled"}))
+    version = registry.register(uri, settings.model_name, {"candidate": "shuffled"})
     result = registry.promote_if_better(settings.model_name, version, score)
     assert not result.promoted and result.champion_version == champion
     assert result.new_score < result.champion_score
@@ -140,11 +139,12 @@ def test_worse_challenger_does_not_move_champion(trained):
 def test_synthetic_model_is_registered_but_never_champion(trained):
     settings = trained["settings"]
     before = registry.version_of(_champion(settings))
-    result = run_pipeline(settings, synthetic=True, run_key="test-synthetic", trials=0)
-    registered = result["registered"]
-    assert registered["synthetic"] and not registered["champion"]
-    assert "synthetic" in registered["decision"]
-    version = registry.client().get_model_version(settings.model_name, registered["version"])
+    result = run_pipeline(settings.with_run_options(tuning_trials=0), synthetic=True,
+                          run_key="test-synthetic")
+    registered = result.registered
+    assert registered.synthetic and not registered.champion
+    assert "synthetic" in registered.decision
+    version = registry.client().get_model_version(settings.model_name, registered.version)
     assert version.tags["heart_mlops.synthetic"] == "true"
     assert registry.version_of(_champion(settings)) == before
 
@@ -183,8 +183,8 @@ def test_rerun_of_register_model_registers_no_second_version(trained):
 
     settings, result = trained["settings"], trained["result"]
     versions = len(_versions(settings))
-    again = register_model(settings, result["tuned"], result["data"])
-    assert again["version"] == result["registered"]["version"]
+    again = register_model(settings, result.tuned, result.data)
+    assert again.version == result.registered.version
     assert len(_versions(settings)) == versions
 
 
@@ -208,7 +208,7 @@ def test_each_tuning_trial_is_scored_on_tuning_cv_repeats(trained, repeats):
 
     settings = trained["settings"].model_copy(update={"tuning_cv_repeats": repeats})
     candidate = load_candidates(settings.model_params_path)["logistic_regression"]
-    train = storage.read_frame(trained["result"]["data"]["train_uri"])
+    train = storage.read_frame(trained["result"].data.train_uri)
     registry.configure(settings)
     with mlflow.start_run(run_name="test tuning repeats"):
         params, best = tuning.search(candidate, train, settings, trials=1, metric="roc_auc")

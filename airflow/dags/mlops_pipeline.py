@@ -1,8 +1,9 @@
 """The heart-disease pipeline as an Airflow DAG.
 
-Wiring only: every task calls one step of `heart_mlops.pipeline` with settings read from the
-environment (so a Celery worker uses its own stack's settings) and passes small dicts through
-XCom; data and models move through the artifact store under the run's own prefix.
+Wiring only: the graph is `heart_mlops.graph.wire`, the steps those of `heart_mlops.pipeline`.
+Every task builds settings from the environment (so a Celery worker uses its own stack's
+settings) with the run's params over them, and passes its step's result through XCom as a
+small dict; data and models move through the artifact store under the run's own prefix.
 A candidate added to model_params.yaml adds its train/evaluate pair.
 """
 
@@ -18,9 +19,18 @@ from airflow.sdk import CronTriggerTimetable, Param, Variable, dag, get_current_
 from airflow.sdk.exceptions import AirflowFailException
 
 from heart_mlops.errors import DataError
+from heart_mlops.graph import DAG_ID, task_id, wire
 from heart_mlops.settings import SelectionMetric, Settings
+from heart_mlops.step_results import (
+    Evaluated,
+    Extracted,
+    Prepared,
+    Registered,
+    Selected,
+    Trained,
+    Tuned,
+)
 
-DAG_ID = "mlops_pipeline"
 # storage and MLflow calls: a server restart should not fail the run
 IO_RETRIES = {
     "retries": 3,
@@ -50,12 +60,8 @@ def _timetable(schedule: str | None):
 def _settings() -> Settings:
     """Settings from the environment, with the run's params over them."""
     params = get_current_context()["params"]
-    return Settings(
-        **{
-            key: params[key]
-            for key in ("tuning_trials", "selection_metric")
-            if params.get(key) is not None
-        }
+    return Settings().with_run_options(
+        selection_metric=params.get("selection_metric"), tuning_trials=params.get("tuning_trials")
     )
 
 
@@ -69,19 +75,112 @@ def _fail_at_once_on_bad_data():
         raise AirflowFailException(f"invalid data: {exc}") from exc
 
 
-def airflow_variables(registered: dict) -> dict:
+def airflow_variables(registered: Registered) -> dict:
     """The Variables the DAG publishes about the model it registered."""
     return {
-        "best_model_type": registered["candidate"],
-        "best_model_tuning_label": registered["label"],
-        "best_model_tuned_params": registered["params"],
-        "best_model_tuned_accuracy": registered["holdout"]["holdout_accuracy"],
-        "best_model_cv_roc_auc": registered["cv"]["cv_roc_auc_mean"],
-        "best_model_version": {
-            "version": registered["version"],
-            "champion": registered["champion"],
-        },
+        "best_model_type": registered.candidate,
+        "best_model_tuning_label": registered.label,
+        "best_model_tuned_params": registered.params,
+        "best_model_tuned_accuracy": registered.holdout["holdout_accuracy"],
+        "best_model_cv_roc_auc": registered.cv["cv_roc_auc_mean"],
+        "best_model_version": {"version": registered.version, "champion": registered.champion},
     }
+
+
+@task(**IO_RETRIES)
+def extract_data():
+    from heart_mlops import pipeline
+
+    context = get_current_context()
+    params = context["params"]
+    with _fail_at_once_on_bad_data():
+        return pipeline.extract_data(
+            _settings(),
+            run_key=context["run_id"],
+            data_uri=params["data_uri"],
+            synthetic=params["synthetic"],
+        ).to_xcom()
+
+
+@task(**IO_RETRIES)
+def preprocess_data(extracted: dict):
+    from heart_mlops import pipeline
+
+    with _fail_at_once_on_bad_data():
+        return pipeline.preprocess_data(_settings(), Extracted.from_xcom(extracted)).to_xcom()
+
+
+@task(**COMPUTE_RETRIES)
+def train_candidate(name: str, prepared: dict):
+    from heart_mlops import pipeline
+
+    return pipeline.train_candidate(_settings(), name, Prepared.from_xcom(prepared)).to_xcom()
+
+
+@task(**COMPUTE_RETRIES)
+def evaluate_candidate(trained: dict, prepared: dict):
+    from heart_mlops import pipeline
+
+    return pipeline.evaluate_candidate(
+        _settings(), Trained.from_xcom(trained), Prepared.from_xcom(prepared)
+    ).to_xcom()
+
+
+@task(**IO_RETRIES)
+def select_best_model(evaluations: list[dict], prepared: dict):
+    from heart_mlops import pipeline
+
+    return pipeline.select_best_model(
+        _settings(),
+        [Evaluated.from_xcom(e) for e in evaluations],
+        parent_run_id=prepared["parent_run_id"],
+    ).to_xcom()
+
+
+@task(**COMPUTE_RETRIES)
+def tune_best_model(best: dict, prepared: dict):
+    from heart_mlops import pipeline
+
+    return pipeline.tune_best_model(
+        _settings(), Selected.from_xcom(best), Prepared.from_xcom(prepared)
+    ).to_xcom()
+
+
+@task(**IO_RETRIES)
+def register_model(tuned: dict, prepared: dict):
+    from heart_mlops import pipeline
+
+    registered = pipeline.register_model(
+        _settings(), Tuned.from_xcom(tuned), Prepared.from_xcom(prepared)
+    )
+    for key, value in airflow_variables(registered).items():
+        Variable.set(key, value, serialize_json=True)
+    log.info(
+        "registered %s version %s (%s): %s",
+        registered.model_name,
+        registered.version,
+        "champion" if registered.champion else "challenger",
+        registered.decision,
+    )
+    return registered.to_xcom()
+
+
+class _Tasks:
+    """`graph.Steps` as TaskFlow tasks: each call adds a task and returns its XCom reference."""
+
+    extract_data = staticmethod(extract_data)
+    preprocess_data = staticmethod(preprocess_data)
+    select_best_model = staticmethod(select_best_model)
+    tune_best_model = staticmethod(tune_best_model)
+    register_model = staticmethod(register_model)
+
+    @staticmethod
+    def train_candidate(name, prepared):
+        return train_candidate.override(task_id=task_id("train", name))(name, prepared)
+
+    @staticmethod
+    def evaluate_candidate(name, trained, prepared):
+        return evaluate_candidate.override(task_id=task_id("evaluate", name))(trained, prepared)
 
 
 @dag(
@@ -119,78 +218,7 @@ def airflow_variables(registered: dict) -> dict:
     doc_md=__doc__,
 )
 def mlops_pipeline():
-    @task(**IO_RETRIES)
-    def extract_data():
-        from heart_mlops import pipeline
-
-        context = get_current_context()
-        params = context["params"]
-        with _fail_at_once_on_bad_data():
-            return pipeline.extract_data(
-                _settings(),
-                run_key=context["run_id"],
-                data_uri=params["data_uri"],
-                synthetic=params["synthetic"],
-            )
-
-    @task(**IO_RETRIES)
-    def preprocess_data(extracted):
-        from heart_mlops import pipeline
-
-        with _fail_at_once_on_bad_data():
-            return pipeline.preprocess_data(_settings(), extracted)
-
-    @task(**COMPUTE_RETRIES)
-    def train_candidate(name, prepared):
-        from heart_mlops import pipeline
-
-        return pipeline.train_candidate(_settings(), name, prepared)
-
-    @task(**COMPUTE_RETRIES)
-    def evaluate_candidate(trained, prepared):
-        from heart_mlops import pipeline
-
-        return pipeline.evaluate_candidate(_settings(), trained, prepared)
-
-    @task(**IO_RETRIES)
-    def select_best_model(evaluations, prepared):
-        from heart_mlops import pipeline
-
-        return pipeline.select_best_model(
-            _settings(), evaluations, parent_run_id=prepared["parent_run_id"]
-        )
-
-    @task(**COMPUTE_RETRIES)
-    def tune_best_model(best, prepared):
-        from heart_mlops import pipeline
-
-        return pipeline.tune_best_model(_settings(), best, prepared)
-
-    @task(**IO_RETRIES)
-    def register_model(tuned, prepared):
-        from heart_mlops import pipeline
-
-        registered = pipeline.register_model(_settings(), tuned, prepared)
-        for key, value in airflow_variables(registered).items():
-            Variable.set(key, value, serialize_json=True)
-        log.info(
-            "registered %s version %s (%s): %s",
-            registered["model_name"],
-            registered["version"],
-            "champion" if registered["champion"] else "challenger",
-            registered["decision"],
-        )
-        return registered
-
-    prepared = preprocess_data(extract_data())
-    evaluations = [
-        evaluate_candidate.override(task_id=f"evaluate_{name}")(
-            train_candidate.override(task_id=f"train_{name}")(name, prepared), prepared
-        )
-        for name in CANDIDATES
-    ]
-    best = select_best_model(evaluations, prepared)
-    register_model(tune_best_model(best, prepared), prepared)
+    wire(_Tasks, CANDIDATES)
 
 
 pipeline_dag = mlops_pipeline()

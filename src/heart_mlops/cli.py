@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from heart_mlops.errors import HeartMlopsError
 from heart_mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from heart_mlops.step_results import PipelineResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, track, register and serve the heart-disease classifier.")
@@ -51,6 +54,14 @@ def _settings(**overrides) -> Settings:
         raise _fail(HeartMlopsError(f"invalid setting: {exc}")) from None
 
 
+def _run_settings(metric: str | None, trials: int | None = None) -> Settings:
+    """The settings with --metric and --trials over them."""
+    try:
+        return _settings().with_run_options(selection_metric=metric, tuning_trials=trials)
+    except Exception as exc:
+        raise _fail(HeartMlopsError(f"invalid setting: {exc}")) from None
+
+
 @app.command()
 def train(
     data: Annotated[str | None, typer.Option(help="Data file: path, file:// or s3:// URI.")] = None,
@@ -63,44 +74,43 @@ def train(
     """Run the whole pipeline in this process and print the results table."""
     from heart_mlops.pipeline import run_pipeline
 
-    settings = _settings(selection_metric=metric)
+    settings = _run_settings(metric, trials)
     if data and synthetic:
         raise _fail(HeartMlopsError("--data and --synthetic exclude each other"))
     try:
         with console.status("starting") as status:
-            def on_step(name: str, seconds: float, result: dict) -> None:
+            def on_step(name: str, seconds: float, result) -> None:
                 console.print(f"[green]✓[/] {name} ({seconds:.1f}s)")
                 status.update(f"after {name}")
 
-            result = run_pipeline(settings, data_uri=data, synthetic=synthetic, trials=trials,
-                                  on_step=on_step)
+            result = run_pipeline(settings, data_uri=data, synthetic=synthetic, on_step=on_step)
     except Exception as exc:
         raise _fail(exc) from None
     print_summary(result)
 
 
-def print_summary(result: dict) -> None:
+def print_summary(result: PipelineResult) -> None:
+    """The results table of `train`: candidates, the chosen model, the promotion, the data."""
     out = Console()
-    metric = result["best"]["selection_metric"]
+    metric = result.best.selection_metric
     table = Table(title="Candidates (CV on the training part, holdout reported only)")
     for column in ("candidate", f"CV {metric}", "CV ROC-AUC", "CV accuracy", "holdout ROC-AUC",
                    "holdout accuracy"):
         table.add_column(column)
-    for e in result["evaluations"]:
-        m = e["metrics"]
-        table.add_row(e["name"], f"{m[f'cv_{metric}_mean']:.4f}",
+    for e in result.evaluations:
+        m = e.metrics
+        table.add_row(e.name, f"{m[f'cv_{metric}_mean']:.4f}",
                       f"{m['cv_roc_auc_mean']:.4f} ± {m['cv_roc_auc_std']:.4f}",
                       f"{m['cv_accuracy_mean']:.4f}", f"{m['holdout_roc_auc']:.4f}",
                       f"{m['holdout_accuracy']:.4f}")
     out.print(table)
-    reg, tuned = result["registered"], result["tuned"]
-    out.print(f"best: [bold]{reg['candidate']}[/] ({reg['label']}, {tuned['trials']} trials) "
-              f"CV ROC-AUC {reg['cv']['cv_roc_auc_mean']:.4f}, holdout accuracy "
-              f"{reg['holdout']['holdout_accuracy']:.4f}")
-    alias = "[bold green]champion[/]" if reg["champion"] else "challenger"
-    out.print(f"registered {reg['model_name']} version {reg['version']}: {alias} "
-              f"({reg['decision']})")
-    data = result["data"]["fingerprint"]
+    reg = result.registered
+    out.print(f"best: [bold]{reg.candidate}[/] ({reg.label}, {result.tuned.trials} trials) "
+              f"CV ROC-AUC {reg.cv['cv_roc_auc_mean']:.4f}, holdout accuracy "
+              f"{reg.holdout['holdout_accuracy']:.4f}")
+    alias = "[bold green]champion[/]" if reg.champion else "challenger"
+    out.print(f"registered {reg.model_name} version {reg.version}: {alias} ({reg.decision})")
+    data = result.data.fingerprint
     out.print(f"data: {data['rows_raw']} rows, {data['duplicates_removed']} duplicates removed, "
               f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}")
 
@@ -113,14 +123,12 @@ def tune(
     metric: Annotated[str | None, typer.Option(help="Metric to maximise.")] = None,
 ):
     """Search one candidate's hyperparameters alone, logged to MLFLOW_TRACKING_URI."""
-    import mlflow
-
     from heart_mlops import registry, storage, tuning
     from heart_mlops.data import load_bytes
     from heart_mlops.evaluation import split_holdout
     from heart_mlops.models import load_candidates
 
-    settings = _settings(selection_metric=metric)
+    settings = _run_settings(metric)
     try:
         candidates = load_candidates(settings.model_params_path)
         if model not in candidates:
@@ -129,10 +137,10 @@ def tune(
         dataset = load_bytes(storage.read_bytes(data or settings.data_uri))
         train_part, _ = split_holdout(dataset.frame, settings.holdout_fraction, settings.seed)
         registry.configure(settings)
-        mlflow.set_experiment(settings.experiment_name)
-        with mlflow.start_run(run_name=f"tune {model}", tags={"heart_mlops.step": "tuning"}):
+        with registry.search_run(f"tune {model}", {"step": "tuning"}):
             params, score = tuning.search(candidates[model], train_part, settings,
-                                          trials=trials, metric=settings.selection_metric)
+                                          trials=trials, metric=settings.selection_metric,
+                                          on_trial=registry.log_trial)
     except Exception as exc:
         raise _fail(exc) from None
     typer.echo(json.dumps({"model": model, "best_params": params,
@@ -161,19 +169,13 @@ def predict(
             raise HeartMlopsError(f"{file}: missing column(s) {', '.join(missing)}")
         features = frame.loc[:, list(FEATURES)].apply(pd.to_numeric, errors="coerce")
         validate(mark_missing(features).assign(disease=0.0))
-        registry.configure(settings)
-        champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
-        if champion is None:
-            raise HeartMlopsError(f"no champion of {settings.model_name} yet; run "
-                                  "`heart-mlops train` first")
-        version = registry.version_of(champion)
-        model = registry.load_version(settings.model_name, version)
-        threshold = float(champion.tags.get("heart_mlops.threshold", settings.threshold))
-        p = probability_of_disease(model, features)
+        registry.connect(settings)
+        champion = registry.load_champion(settings)
+        p = probability_of_disease(champion.pipeline, features)
     except Exception as exc:
         raise _fail(exc) from None
-    result = frame.assign(probability=p, prediction=(p >= threshold).astype(int),
-                          model_version=version)
+    result = frame.assign(probability=p, prediction=(p >= champion.threshold).astype(int),
+                          model_version=champion.version)
     if output:
         result.to_csv(output, index=False)
         console.print(f"wrote {len(result)} predictions to {output}")
@@ -188,16 +190,13 @@ def info():
 
     settings = _settings()
     try:
-        registry.configure(settings)
-        champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+        registry.connect(settings)
+        champion = registry.load_champion(settings)
     except Exception as exc:
         raise _fail(exc) from None
-    if champion is None:
-        raise _fail(HeartMlopsError(f"no champion of {settings.model_name} yet"))
-    tags = {k.removeprefix(registry.TAG_PREFIX): v for k, v in champion.tags.items()}
-    typer.echo(json.dumps({"model": settings.model_name, "version": registry.version_of(champion),
+    typer.echo(json.dumps({"model": settings.model_name, "version": champion.version,
                            "alias": registry.CHAMPION, "run_id": champion.run_id,
-                           "tags": tags}, indent=2))
+                           "tags": champion.tags}, indent=2))
 
 
 @app.command()
@@ -256,7 +255,7 @@ def pipeline(
     """Run the Airflow DAG once without a scheduler (`airflow dags test`, SQLite): scripts, CI."""
     from heart_mlops.devstack import services as stack
 
-    settings = _settings(selection_metric=metric)
+    settings = _run_settings(metric, trials)
     if data and synthetic:
         raise _fail(HeartMlopsError("--data and --synthetic exclude each other"))
     conf = {"data_uri": data, "synthetic": synthetic, "tuning_trials": trials,

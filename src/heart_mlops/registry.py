@@ -11,7 +11,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -21,6 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from heart_mlops import __version__
 from heart_mlops.data import FEATURES
 from heart_mlops.errors import RegistryError
 from heart_mlops.settings import Settings
@@ -122,6 +127,118 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
+def tag_names(tags: dict[str, Any]) -> dict[str, str]:
+    """This project's tags as MLflow stores them: names under TAG_PREFIX, values as text."""
+    return {f"{TAG_PREFIX}{key}": str(value) for key, value in tags.items()}
+
+
+def untagged(tags: dict[str, str]) -> dict[str, str]:
+    """This project's tags of an MLflow run or version, without TAG_PREFIX; others dropped."""
+    return {k.removeprefix(TAG_PREFIX): v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+
+
+# --- runs: the pipeline's parent run and one run per step ------------------------------------
+
+
+def pipeline_run(experiment_id: str, run_key: str, source: str, synthetic: bool) -> str:
+    """The pipeline's parent MLflow run, found by its run key or created. -> MLflow run id.
+
+    A rerun of the same pipeline run (an Airflow retry) reuses the run and marks it RUNNING.
+    """
+    found = client().search_runs(
+        [experiment_id],
+        f"tags.`{TAG_PREFIX}pipeline_run` = '{run_key}' and tags.`{TAG_PREFIX}step` = 'pipeline'",
+        max_results=1,
+    )
+    if found:
+        client().update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    tags = {"pipeline_run": run_key, "step": "pipeline", "source": source,
+            "synthetic": str(synthetic).lower(), "code_version": __version__}
+    run = client().create_run(experiment_id, run_name=f"pipeline {run_key}",
+                              tags=tag_names(tags))
+    return run.info.run_id
+
+
+def log_run_params(run_id: str, params: dict[str, Any]) -> None:
+    """Log parameters to a run that need not be active (the pipeline's parent run)."""
+    for key, value in params.items():
+        client().log_param(run_id, key, value)
+
+
+def set_run_tag(run_id: str, key: str, value: Any) -> None:
+    """Set one of this project's tags on a run that need not be active."""
+    client().set_tag(run_id, f"{TAG_PREFIX}{key}", str(value))
+
+
+@contextlib.contextmanager
+def step_run(name: str, *, parent_run_id: str, pipeline_run: str, synthetic: bool,
+             tags: dict[str, Any]) -> Iterator[str]:
+    """An active MLflow run of one step, child of the pipeline's run. -> its run id.
+
+    `tags` are this project's (TAG_PREFIX is added). While it is active, `log_params`,
+    `log_metrics`, `log_files`, `log_json`, `log_text`, `set_tag`, `log_trial` and
+    `log_model` write to it.
+    """
+    all_tags = {"mlflow.parentRunId": parent_run_id,
+                **tag_names({"pipeline_run": pipeline_run,
+                             "synthetic": str(synthetic).lower(), **tags})}
+    with mlflow.start_run(run_name=name, tags=all_tags) as run:
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def resumed_run(run_id: str) -> Iterator[str]:
+    """The run `run_id` active again (a later step adds to a candidate's run). -> run id"""
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def search_run(name: str, tags: dict[str, Any]) -> Iterator[str]:
+    """An active top-level MLflow run (a search alone, outside a pipeline run). -> run id"""
+    with mlflow.start_run(run_name=name, tags=tag_names(tags)) as run:
+        yield run.info.run_id
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Parameters of the active run."""
+    mlflow.log_params(params)
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    """Metrics of the active run."""
+    mlflow.log_metrics(metrics)
+
+
+def set_tag(key: str, value: Any) -> None:
+    """One of this project's tags on the active run."""
+    mlflow.set_tag(f"{TAG_PREFIX}{key}", str(value))
+
+
+def log_files(paths: list[Path], folder: str) -> None:
+    """Files (plots) as artifacts of the active run, under `folder`."""
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_json(payload: dict, name: str) -> None:
+    """A dict as a JSON artifact `name` of the active run."""
+    mlflow.log_dict(payload, name)
+
+
+def log_text(text: str, name: str) -> None:
+    """Text (the model card) as an artifact `name` of the active run."""
+    mlflow.log_text(text, name)
+
+
+def log_trial(number: int, params: dict[str, Any], metric: str, score: float) -> None:
+    """One tuning trial as a nested run of the active run: its parameters and CV score."""
+    with mlflow.start_run(run_name=f"trial_{number}", nested=True):
+        mlflow.log_params(params)
+        mlflow.log_metric(f"cv_{metric}_mean", score)
+
+
 def version_by_alias(model_name: str, alias: str):
     """The ModelVersion behind an alias, or None. (Its .version may be an int: compare with
     `version_of`.)"""
@@ -148,20 +265,97 @@ def version_of(model_version) -> str | None:
     return None if model_version is None else str(model_version.version)
 
 
-def register(model_uri: str, model_name: str, tags: dict[str, str]):
+def register(model_uri: str, model_name: str, tags: dict[str, Any],
+             description: str | None = None) -> str:
+    """Register a logged model as a new version with this project's `tags`. -> the version"""
     try:
         client().get_registered_model(model_name)
     except MlflowException:
         with contextlib.suppress(MlflowException):  # another run may create it meanwhile
             client().create_registered_model(
                 model_name, description="Heart-disease classifier: P(disease) from 13 features.")
-    return mlflow.register_model(
-        model_uri, model_name, tags={f"{TAG_PREFIX}{k}": str(v) for k, v in tags.items()})
+    registered = mlflow.register_model(model_uri, model_name, tags=tag_names(tags))
+    version = str(registered.version)
+    if description:
+        client().update_model_version(model_name, version, description=description)
+    return version
+
+
+def version_tags(*, pipeline_run: str, run_id: str, candidate: str, tuning_label: str,
+                 threshold: float, synthetic: bool, fingerprint: dict[str, Any],
+                 scores: dict[str, float]) -> dict[str, str]:
+    """The tags a pipeline gives the version it registers (read back by `load_champion`).
+
+    `fingerprint`: data.Dataset.fingerprint; `scores`: cv_* and holdout_* metrics."""
+    return {
+        "pipeline_run": pipeline_run, "run_id": run_id, "candidate": candidate,
+        "tuning_label": tuning_label, "threshold": str(threshold),
+        "synthetic": str(synthetic).lower(), "data_sha256": fingerprint["sha256"],
+        "data_rows_raw": str(fingerprint["rows_raw"]),
+        "data_rows_distinct": str(fingerprint["rows_distinct"]), "code_version": __version__,
+        **{k: f"{v:.6f}" for k, v in scores.items()},
+    }
 
 
 def load_version(model_name: str, version: str):
     """The sklearn pipeline of a registered version."""
     return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A registered version as it is served: its pipeline and what its tags say of it."""
+
+    model_name: str
+    version: str
+    run_id: str  # the MLflow run that logged the model
+    threshold: float  # decision threshold on P(disease) stored with the version
+    tags: dict[str, str]  # this project's version tags, without TAG_PREFIX
+
+    @cached_property
+    def pipeline(self) -> Any:
+        """The sklearn Pipeline (raw clinical values in, predict_proba out), loaded once."""
+        return load_version(self.model_name, self.version)
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """{"cv": {cv_<metric>_mean/std: value}, "holdout": {holdout_<metric>: value}}"""
+        return {part: {k: float(v) for k, v in self.tags.items() if k.startswith(f"{part}_")}
+                for part in ("cv", "holdout")}
+
+    @property
+    def data(self) -> dict[str, str | None]:
+        """The training data's fingerprint: sha256, raw and distinct row counts."""
+        return {"sha256": self.tags.get("data_sha256"),
+                "rows_raw": self.tags.get("data_rows_raw"),
+                "rows_distinct": self.tags.get("data_rows_distinct")}
+
+
+def champion_version(model_name: str) -> str | None:
+    """The version that holds @champion, None when no version does.
+
+    RegistryError when the registry cannot be read."""
+    return version_of(version_by_alias(model_name, CHAMPION))
+
+
+def load_champion(settings: Settings, version: str | None = None) -> Champion:
+    """The champion (or the given version of the model): its tags now, its pipeline when first
+    used (`Champion.pipeline`).
+
+    RegistryError when no version holds @champion or the registry fails."""
+    name = settings.model_name
+    version = version or champion_version(name)
+    if version is None:
+        raise RegistryError(f"no version of '{name}' has the alias @{CHAMPION}; train one with "
+                            "`heart-mlops train`")
+    try:
+        found = client().get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow registry failed: {exc.message}") from None
+    tags = untagged(found.tags)
+    return Champion(model_name=name, version=str(version),
+                    run_id=tags.get("run_id") or found.run_id,
+                    threshold=float(tags.get("threshold", settings.threshold)), tags=tags)
 
 
 def set_version_tags(model_name: str, version: str, tags: dict) -> None:

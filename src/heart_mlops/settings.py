@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     def _no_schedule(cls, value: str | None) -> str | None:
         return None if value is None or str(value).strip().lower() in ("", "none") else value
 
+    def with_run_options(self, *, selection_metric: str | None = None,
+                         tuning_trials: int | None = None) -> Settings:
+        """These settings with one run's options over them: the CLI's `--metric`/`--trials`
+        or the DAG run's params `selection_metric`/`tuning_trials`. None keeps the setting
+        (HEART_MLOPS_SELECTION_METRIC, HEART_MLOPS_TUNING_TRIALS). The one place where these
+        options are resolved; pydantic's ValidationError names an option that is not allowed.
+        """
+        options = {"selection_metric": selection_metric, "tuning_trials": tuning_trials}
+        given = {key: value for key, value in options.items() if value is not None}
+        if not given:
+            return self
+        return self.model_validate({**self.model_dump(), **given})
+
     @cached_property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()

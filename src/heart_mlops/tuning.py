@@ -1,10 +1,13 @@
-"""Optuna search over a candidate's search space; each trial is a nested MLflow run."""
+"""Optuna search over a candidate's search space, and the choice of tuned or untuned.
+
+MLflow stays out: the caller passes `on_trial` (the pipeline logs each trial as a nested run).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-import mlflow
 import optuna
 import pandas as pd
 
@@ -15,7 +18,14 @@ from heart_mlops.settings import Settings
 log = logging.getLogger(__name__)
 
 
+TrialCallback = Callable[[int, dict, str, float], None]  # (number, params, metric, score)
+
+
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
+    """Parameters for one trial from a model_params.yaml search space.
+
+    `search`: name -> {"type": "int"|"float", "low", "high", ["step"], ["log"]} or
+    {"type": "categorical", "choices": [...]}."""
     params = {}
     for name, space in search.items():
         kind = space["type"]
@@ -32,11 +42,12 @@ def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
 
 
 def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, trials: int,
-           metric: str) -> tuple[dict, float]:
-    """Best parameters by mean CV `metric` on the training part. Needs an active MLflow run.
+           metric: str, on_trial: TrialCallback | None = None) -> tuple[dict, float]:
+    """Best parameters by mean CV `metric` on the training part. -> (params, best score)
 
     Each trial runs `tuning_cv_repeats` repeats of k-fold CV (one by default: the search only
     ranks trials; the caller re-scores its pick against the untuned model on fresh folds).
+    `on_trial(number, params, metric, score)` is called after each trial.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -46,9 +57,8 @@ def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, tri
         score = cv_score(model, train, metric, folds=settings.cv_folds,
                          repeats=settings.tuning_cv_repeats, seed=settings.seed,
                          n_jobs=settings.n_jobs)
-        with mlflow.start_run(run_name=f"trial_{trial.number}", nested=True):
-            mlflow.log_params(params)
-            mlflow.log_metric(f"cv_{metric}_mean", score)
+        if on_trial:
+            on_trial(trial.number, params, metric, score)
         return score
 
     study = optuna.create_study(direction="maximize",
@@ -57,3 +67,11 @@ def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, tri
     log.info("tuning %s: best cv_%s %.4f with %s", candidate.name, metric, study.best_value,
              study.best_params)
     return study.best_params, study.best_value
+
+
+def choose(untuned_cv: dict[str, float], tuned_cv: dict[str, float] | None,
+           metric: str) -> str:
+    """"tuned" if the tuned parameters' mean CV `metric` beats the untuned one's, else
+    "untuned" (also when there was no search: `tuned_cv` None). Ties keep the defaults."""
+    key = f"cv_{metric}_mean"
+    return "tuned" if tuned_cv is not None and tuned_cv[key] > untuned_cv[key] else "untuned"

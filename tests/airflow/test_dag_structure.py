@@ -10,6 +10,7 @@ import yaml
 
 from heart_mlops.errors import DataError
 from heart_mlops.settings import Settings
+from heart_mlops.step_results import Registered
 
 DAG_FILE = Settings().model_params_path.parents[1] / "dags" / "mlops_pipeline.py"
 
@@ -157,15 +158,19 @@ def test_a_yaml_entry_adds_a_train_evaluate_pair(monkeypatch, tmp_path):
 
 def test_variables_published_from_the_registered_model(dag):
     module = dag_module(dag)
-    registered = {
-        "candidate": "svm",
-        "label": "tuned",
-        "params": {"C": 2.0},
-        "holdout": {"holdout_accuracy": 0.83},
-        "cv": {"cv_roc_auc_mean": 0.91},
-        "version": "4",
-        "champion": False,
-    }
+    registered = Registered(
+        model_name="heart_disease_classifier",
+        version="4",
+        champion=False,
+        decision="holdout_roc_auc 0.90 does not beat champion v3 0.92",
+        candidate="svm",
+        label="tuned",
+        params={"C": 2.0},
+        cv={"cv_roc_auc_mean": 0.91},
+        holdout={"holdout_accuracy": 0.83},
+        synthetic=False,
+        run_key="manual__1",
+    )
     assert module.airflow_variables(registered) == {
         "best_model_type": "svm",
         "best_model_tuning_label": "tuned",

@@ -38,7 +38,7 @@ def register_champion(settings, model, *, tags: dict) -> str:
         registry.configure(settings)
         with mlflow.start_run():
             uri = registry.log_model(model, example)
-        version = str(registry.register(uri, settings.model_name, tags).version)
+        version = registry.register(uri, settings.model_name, tags)
         registry.client().set_registered_model_alias(settings.model_name, "champion", version)
     return version
 

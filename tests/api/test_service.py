@@ -27,9 +27,9 @@ def test_health_and_readiness(client, api_settings):
 
 def test_model_info(client, trained):
     info = client.get("/model/info").json()
-    registered = trained["result"]["registered"]
-    assert info["model_name"] == registered["model_name"]
-    assert info["version"] == str(registered["version"]) and info["alias"] == "champion"
+    registered = trained["result"].registered
+    assert info["model_name"] == registered.model_name
+    assert info["version"] == str(registered.version) and info["alias"] == "champion"
     assert info["run_id"] and info["model_type"] and info["parameters"]
     assert info["metrics"]["cv"]["cv_roc_auc_mean"] > 0.5
     assert "holdout_roc_auc" in info["metrics"]["holdout"]

@@ -100,7 +100,7 @@ class ModelHolder:
         try:
             with _REGISTRY_LOCK:
                 registry.connect(self.settings)
-                champion = registry.version_by_alias(name, registry.CHAMPION)
+                version = registry.champion_version(name)
         except Exception as exc:  # any failure to talk to the registry
             self.registry_reachable, self.registry_checked_at = False, _now()
             return Outcome(False, previous, previous, redact(
@@ -108,15 +108,14 @@ class ModelHolder:
                 f"{'version ' + previous if previous else 'no model'}: "
                 f"{type(exc).__name__}: {exc}"), failed=True)
         self.registry_reachable, self.registry_checked_at = True, _now()
-        if champion is None:
+        if version is None:
             return Outcome(False, previous, previous,
                            f"no version of '{name}' has the alias @{registry.CHAMPION} yet; "
                            "train one with `heart-mlops train`")
-        version = str(champion.version)
         if version == previous and not force:
             return Outcome(False, previous, previous, f"version {previous} is still champion")
         try:
-            loaded = self._load(champion, version)
+            loaded = self._load(version)
         except Exception as exc:
             return Outcome(False, previous, previous, redact(
                 f"loading version {version} failed, still serving "
@@ -134,40 +133,30 @@ class ModelHolder:
         self.current = loaded
         settle_heap()
 
-    def _load(self, champion, version: str) -> LoadedModel:
-        name = self.settings.model_name
+    def _load(self, version: str) -> LoadedModel:
         with _REGISTRY_LOCK:
             registry.connect(self.settings)
-            pipeline = registry.load_version(name, version)
+            champion = registry.load_champion(self.settings, version)
+            pipeline = champion.pipeline
         runtime = compile_pipeline(pipeline)
-        tags = {k.removeprefix(registry.TAG_PREFIX): v for k, v in champion.tags.items()
-                if k.startswith(registry.TAG_PREFIX)}
-        threshold = float(tags.get("threshold", self.settings.threshold))
-        estimator = pipeline[-1]
         info = {
-            "model_name": name,
+            "model_name": champion.model_name,
             "version": version,
             "alias": registry.CHAMPION,
-            "run_id": tags.get("run_id", champion.run_id),
+            "run_id": champion.run_id,
             "model_type": runtime.estimator_type,
-            "candidate": tags.get("candidate"),
-            "tuning_label": tags.get("tuning_label"),
+            "candidate": champion.tags.get("candidate"),
+            "tuning_label": champion.tags.get("tuning_label"),
             "runtime": runtime.kind,
-            "threshold": threshold,
+            "threshold": champion.threshold,
             "parameters": {k: _json_safe(v)
-                           for k, v in estimator.get_params(deep=False).items()},
-            "metrics": {
-                "cv": {k: float(v) for k, v in tags.items() if k.startswith("cv_")},
-                "holdout": {k: float(v) for k, v in tags.items()
-                            if k.startswith("holdout_")},
-            },
-            "data": {"sha256": tags.get("data_sha256"),
-                     "rows_raw": tags.get("data_rows_raw"),
-                     "rows_distinct": tags.get("data_rows_distinct")},
+                           for k, v in pipeline[-1].get_params(deep=False).items()},
+            "metrics": champion.metrics,
+            "data": champion.data,
         }
         loaded_at = _now()
-        return LoadedModel(version, threshold, runtime, {**info, "loaded_at": loaded_at},
-                           loaded_at)
+        return LoadedModel(version, champion.threshold, runtime,
+                           {**info, "loaded_at": loaded_at}, loaded_at)
 
     async def poll_forever(self) -> None:
         """Check the alias now, then every api_poll_seconds (0 = only at start)."""
