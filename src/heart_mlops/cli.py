@@ -253,7 +253,8 @@ def pipeline(
                       ] = None,
 ):
     """Run the Airflow DAG once without a scheduler (`airflow dags test`, SQLite): scripts, CI."""
-    from heart_mlops.devstack import services as stack
+    from heart_mlops.devstack import services
+    from heart_mlops.graph import DAG_ID
 
     settings = _run_settings(metric, trials)
     if data and synthetic:
@@ -261,14 +262,14 @@ def pipeline(
     conf = {"data_uri": data, "synthetic": synthetic, "tuning_trials": trials,
             "selection_metric": metric}
     try:
-        code = stack.run_dag_once(settings, conf)
+        code = services.run_dag_once(settings, conf)
     except Exception as exc:
         raise _fail(exc) from None
     if code:
-        console.print(f"[bold red]{stack.DAG_ID} failed[/] (exit {code}); task logs are above "
+        console.print(f"[bold red]{DAG_ID} failed[/] (exit {code}); task logs are above "
                       f"and in {settings.home_dir / 'airflow' / 'logs'}")
         raise typer.Exit(code=1)
-    console.print(f"[green]✓[/] {stack.DAG_ID} succeeded")
+    console.print(f"[green]✓[/] {DAG_ID} succeeded")
 
 
 @app.command()
@@ -276,12 +277,12 @@ def up(
     trials: Annotated[int | None, typer.Option(help="Tuning trials of the first run.")] = None,
 ):
     """The embedded stack: MLflow, Airflow standalone, the API; runs the DAG once; Ctrl-C stops."""
-    from heart_mlops.devstack import up as stack
+    from heart_mlops.devstack import up as devstack_up
 
     settings = _settings()
     with_api = "serve" in typer.main.get_command(app).commands
     try:
-        stack.up(settings, with_api=with_api, say=console.print,
+        devstack_up.up(settings, with_api=with_api, say=console.print,
                  conf={"tuning_trials": trials} if trials is not None else None)
     except Exception as exc:
         raise _fail(exc) from None

@@ -16,7 +16,7 @@ from heart_mlops.devstack.airflow_client import (
     admin_password,
     follow_run,
 )
-from heart_mlops.devstack.services import DAG_ID
+from heart_mlops.graph import DAG_ID
 from tests.support import free_port
 
 

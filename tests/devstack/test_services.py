@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from heart_mlops.devstack import StackError, services
+from heart_mlops.graph import DAG_ID
 from heart_mlops.settings import Settings
 
 # records its arguments, then exits with the code given for its first argument
@@ -72,7 +73,7 @@ def test_run_dag_once_migrates_then_tests_the_dag_with_its_conf(tmp_path, monkey
     calls = (settings.home_dir / "calls").read_text().splitlines()
     assert calls == [
         "db migrate",
-        f"dags test {services.DAG_ID} --conf " + json.dumps({"tuning_trials": 2}),
+        f"dags test {DAG_ID} --conf " + json.dumps({"tuning_trials": 2}),
     ]
     assert log.read_text() == "airflow db output\nairflow dags output\n"
     assert (settings.home_dir / "airflow").is_dir()

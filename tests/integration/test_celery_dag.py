@@ -24,7 +24,8 @@ from heart_mlops import storage
 from heart_mlops.devstack import stack_env
 from heart_mlops.devstack.airflow_client import AirflowClient, admin_password, follow_run
 from heart_mlops.devstack.processes import Children, http_ok, wait_for
-from heart_mlops.devstack.services import BIN, DAG_ID, DAGS_FOLDER, mlflow_server_command
+from heart_mlops.devstack.services import BIN, DAGS_FOLDER, mlflow_server_command
+from heart_mlops.graph import DAG_ID
 from heart_mlops.settings import PROJECT_ROOT
 from tests.conftest import FAST_PROFILE
 from tests.support import free_port, rclone_s3_command

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heart_mlops.devstack import StackError
-from heart_mlops.devstack.services import DAG_ID
+from heart_mlops.graph import DAG_ID
 
 FINISHED = {"success", "failed"}
 TASK_DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}

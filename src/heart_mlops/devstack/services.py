@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from heart_mlops.devstack import StackError
+from heart_mlops.graph import DAG_ID
 from heart_mlops.settings import PROJECT_ROOT, Settings
 
-DAG_ID = "mlops_pipeline"
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
 BIN = Path(sys.executable).parent  # airflow, mlflow, heart-mlops of this environment
 

@@ -23,7 +23,8 @@ from heart_mlops.devstack.airflow_client import (
     follow_run,
 )
 from heart_mlops.devstack.processes import Children, check_ports, http_ok, wait_for
-from heart_mlops.devstack.services import BIN, DAG_ID, airflow_env, mlflow_server_command
+from heart_mlops.devstack.services import BIN, airflow_env, mlflow_server_command
+from heart_mlops.graph import DAG_ID
 from heart_mlops.settings import Settings
 
 Say = Callable[[str], None]
