@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 BIN = Path(sys.executable).parent  # the test environment's own commands
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_PACKAGES = ROOT / "tests" / "debian-packages.txt"
+HEART_CSV = ROOT / "data" / "heart.csv"
 
 
 def debian_packages() -> dict[str, str]:
@@ -71,3 +73,30 @@ def use_s3(monkeypatch, endpoint: str, access_key: str, secret_key: str) -> None
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     storage._client.cache_clear()
+
+
+@functools.cache
+def heart_dataset():
+    """data/heart.csv loaded as the pipeline loads it (validated, deduplicated): a Dataset."""
+    from heart_mlops.data import load_bytes
+
+    return load_bytes(HEART_CSV.read_bytes())
+
+
+def heart_split(seed: int = 42):
+    """heart.csv's distinct patients split as the pipeline splits them. -> (train, holdout)"""
+    from heart_mlops.evaluation import split_holdout
+
+    return split_holdout(heart_dataset().frame, 0.2, seed)
+
+
+def fitted_candidate(name: str, frame, params: dict | None = None, *, labels=None):
+    """Candidate `name` of model_params.yaml with `params`, fitted on `frame` (or on `labels`
+    in place of the frame's own)."""
+    from heart_mlops.evaluation import xy
+    from heart_mlops.models import load_candidates
+    from heart_mlops.settings import Settings
+
+    candidate = load_candidates(Settings().model_params_path)[name]
+    X, y = xy(frame)
+    return candidate.build(params, seed=0).fit(X, y if labels is None else labels)

@@ -1,0 +1,425 @@
+"""The registry on a local SQLite store: the promotion rule, version tags, the champion, runs.
+
+One store for the module, with a few logged models; each test registers versions under a
+registered model of its own, so aliases never leak between tests. The promotion tests score a
+model by its C (`by_c`), which sets who beats whom.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pytest
+
+from heart_mlops import __version__, registry
+from heart_mlops.errors import RegistryError
+from heart_mlops.evaluation import holdout_metrics
+from heart_mlops.settings import Settings
+from tests.conftest import fast_settings
+from tests.support import fitted_candidate, heart_split
+
+C_VALUES = (0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Store:
+    settings: Settings
+    experiment_id: str
+    run_id: str  # the run that logged the models
+    uris: dict[str, str]  # logged model URI by label: "C=0.5", "C=1", "C=2", "shuffled"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    settings = fast_settings(tmp_path_factory.mktemp("registry-home"))
+    experiment_id = registry.configure(settings)
+    train, holdout = heart_split()
+    models = {
+        f"C={c:g}": fitted_candidate("logistic_regression", train, {"C": c}) for c in C_VALUES
+    }
+    shuffled = np.random.default_rng(0).permutation(train["disease"].to_numpy(dtype=int))
+    models["shuffled"] = fitted_candidate("logistic_regression", train, labels=shuffled)
+    with mlflow.start_run(run_name="models of the registry tests") as run:
+        uris = {
+            label: registry.log_model(model, holdout, name=f"model_{i}")
+            for i, (label, model) in enumerate(models.items())
+        }
+    return Store(settings, experiment_id, run.info.run_id, uris)
+
+
+class Versions:
+    """A registered model of one test's own in the module's store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.name = f"heart-{uuid.uuid4().hex[:8]}"
+        self.settings = store.settings.model_copy(update={"model_name": self.name})
+
+    def add(self, label: str, tags: dict | None = None, description: str | None = None) -> str:
+        return registry.register(self.store.uris[label], self.name, tags or {}, description)
+
+    def alias(self, alias: str) -> str | None:
+        return registry.version_of(registry.version_by_alias(self.name, alias))
+
+    def aliases(self, version: str) -> list[str]:
+        return sorted(registry.client().get_model_version(self.name, version).aliases)
+
+    def tags(self, version: str) -> dict[str, str]:
+        return registry.untagged(registry.client().get_model_version(self.name, version).tags)
+
+    def champion(self, label: str) -> str:
+        """A new version of `label`, made champion by the promotion rule."""
+        version = self.add(label)
+        assert registry.promote_if_better(self.name, version, by_c).promoted
+        return version
+
+
+@pytest.fixture
+def connected(store) -> Store:
+    """The module's store, with MLflow pointed at it (other tests point it elsewhere)."""
+    registry.configure(store.settings)
+    return store
+
+
+@pytest.fixture
+def versions(connected) -> Versions:
+    return Versions(connected)
+
+
+def by_c(model) -> float:
+    return model[-1].C
+
+
+# --- promote_if_better ----------------------------------------------------------------------
+def test_first_version_is_promoted_when_there_is_no_champion(versions):
+    version = versions.add("C=1")
+    result = registry.promote_if_better(versions.name, version, by_c)
+    assert result == registry.Promotion(version, True, "no champion yet", 1.0, None, None)
+    assert versions.alias(registry.CHAMPION) == version
+    tags = versions.tags(version)
+    assert tags["promotion_decision"] == "champion"
+    assert tags["promotion_reason"] == "no champion yet"
+    assert tags["promotion_holdout_roc_auc"] == "1.000000"
+    assert tags["promotion_champion_version"] == ""
+    assert tags["promotion_champion_holdout_roc_auc"] == ""
+
+
+def test_better_version_becomes_champion_and_the_old_one_is_left_as_it_was(versions):
+    old = versions.champion("C=1")
+    old_tags = versions.tags(old)
+    new = versions.add("C=2")
+    result = registry.promote_if_better(versions.name, new, by_c)
+    assert result.promoted and (result.champion_version, result.champion_score) == (old, 1.0)
+    assert result.reason == f"holdout_roc_auc 2.0000 beats champion v{old} 1.0000"
+    assert versions.alias(registry.CHAMPION) == new
+    assert versions.tags(new)["promotion_decision"] == "champion"
+    assert versions.tags(new)["promotion_champion_version"] == old
+    assert versions.tags(new)["promotion_champion_holdout_roc_auc"] == "1.000000"
+    assert versions.tags(old) == old_tags
+    assert versions.aliases(old) == []
+
+
+@pytest.mark.parametrize("label", ["C=0.5", "C=1"], ids=["worse", "equal"])
+def test_version_not_better_becomes_challenger_and_champion_stays(versions, label):
+    champion = versions.champion("C=1")
+    new = versions.add(label)
+    result = registry.promote_if_better(versions.name, new, by_c)
+    score = float(label.removeprefix("C="))
+    assert not result.promoted
+    assert result.reason == f"holdout_roc_auc {score:.4f} does not beat champion v{champion} 1.0000"
+    assert versions.alias(registry.CHAMPION) == champion
+    assert versions.alias(registry.CHALLENGER) == new
+    tags = versions.tags(new)
+    assert tags["promotion_decision"] == "challenger"
+    assert tags["promotion_champion_version"] == champion
+    assert float(tags["promotion_holdout_roc_auc"]) == score
+
+
+def test_worse_challenger_does_not_move_champion(versions):
+    """The rule on real scores: holdout ROC-AUC of a model and of one fit to shuffled labels."""
+    holdout = heart_split()[1]
+
+    def score(model):
+        return holdout_metrics(model, holdout, 0.5)["holdout_roc_auc"]
+
+    champion = versions.add("C=1")
+    assert registry.promote_if_better(versions.name, champion, score).promoted
+    version = versions.add("shuffled")  # a worse model: trained on shuffled labels
+    result = registry.promote_if_better(versions.name, version, score)
+    assert not result.promoted and result.champion_version == champion
+    assert result.new_score < result.champion_score
+    assert versions.alias(registry.CHAMPION) == champion
+
+
+@pytest.mark.parametrize("has_champion", [False, True])
+def test_promotion_not_allowed_is_never_champion_and_records_the_reason(versions, has_champion):
+    champion = versions.champion("C=0.5") if has_champion else None
+    new = versions.add("C=2")
+    result = registry.promote_if_better(
+        versions.name,
+        new,
+        by_c,
+        allow=False,
+        blocked_reason="trained on synthetic data: never champion",
+    )
+    assert not result.promoted
+    assert result.reason == "trained on synthetic data: never champion"
+    assert versions.alias(registry.CHAMPION) == champion
+    assert versions.alias(registry.CHALLENGER) == new
+    assert versions.tags(new)["promotion_reason"] == "trained on synthetic data: never champion"
+
+
+def test_version_already_champion_stays_champion(versions):
+    champion = versions.champion("C=1")
+    result = registry.promote_if_better(versions.name, champion, by_c)
+    assert (result.promoted, result.reason, result.champion_version) == (
+        True,
+        "already champion",
+        champion,
+    )
+    assert versions.alias(registry.CHAMPION) == champion
+
+
+def test_champion_moved_during_the_comparison_is_compared_again(versions):
+    """Another run makes its version champion while this one scores the old champion."""
+    old = versions.champion("C=0.5")
+    elsewhere = versions.add("C=2")
+    new = versions.add("C=1")
+    moved = []
+
+    def score_while_another_run_promotes(model):
+        if model[-1].C == 0.5 and not moved:
+            registry.client().set_registered_model_alias(
+                versions.name, registry.CHAMPION, elsewhere
+            )
+            moved.append(elsewhere)
+        return by_c(model)
+
+    result = registry.promote_if_better(versions.name, new, score_while_another_run_promotes)
+    assert moved == [elsewhere]
+    # against the old champion (0.5) the new version (1) would have won
+    assert not result.promoted
+    assert (result.champion_version, result.champion_score) == (elsewhere, 2.0)
+    assert versions.alias(registry.CHAMPION) == elsewhere
+    assert versions.alias(registry.CHALLENGER) == new
+    assert versions.tags(old)["promotion_decision"] == "champion"
+
+
+def test_champion_moving_at_every_comparison_raises_and_leaves_the_version_alone(versions):
+    first = versions.champion("C=0.5")
+    second = versions.add("C=0.5")
+    new = versions.add("C=2")
+
+    def score_while_champion_flips(model):
+        current = versions.alias(registry.CHAMPION)
+        flipped = second if current == first else first
+        registry.client().set_registered_model_alias(versions.name, registry.CHAMPION, flipped)
+        return by_c(model)
+
+    with pytest.raises(RegistryError, match=f"kept moving during 3 comparisons; version {new} "):
+        registry.promote_if_better(versions.name, new, score_while_champion_flips, attempts=3)
+    assert versions.aliases(new) == []
+    assert "promotion_decision" not in versions.tags(new)
+
+
+# --- promote --------------------------------------------------------------------------------
+def test_promote_rolls_the_champion_back_and_records_it(versions):
+    old = versions.champion("C=1")
+    new = versions.champion("C=2")
+    new_tags = versions.tags(new)
+    result = registry.promote(versions.name, old, "rollback drill")
+    assert (result.version, result.promoted, result.reason) == (old, True, "rollback drill")
+    assert (result.champion_version, result.champion_score) == (new, None)
+    assert math.isnan(result.new_score)
+    assert versions.alias(registry.CHAMPION) == old
+    tags = versions.tags(old)
+    assert tags["promotion_decision"] == "champion"
+    assert tags["promotion_reason"] == "rollback drill"
+    assert tags["promotion_champion_version"] == new
+    assert versions.tags(new) == new_tags
+
+
+def test_promote_of_an_unknown_version_names_it_and_moves_nothing(versions):
+    champion = versions.champion("C=1")
+    with pytest.raises(RegistryError, match=f"model '{versions.name}' has no version 99"):
+        registry.promote(versions.name, "99", "typo")
+    assert versions.alias(registry.CHAMPION) == champion
+
+
+# --- version tags, register, load_champion --------------------------------------------------
+FINGERPRINT = {
+    "sha256": "ea77cd" * 10,
+    "format": "csv",
+    "rows_raw": 1025,
+    "rows_distinct": 302,
+    "duplicates_removed": 723,
+}
+SCORES = {
+    "cv_roc_auc_mean": 0.9123456,
+    "cv_roc_auc_std": 0.0211,
+    "holdout_roc_auc": 0.875,
+    "holdout_accuracy": 0.8196721,
+}
+
+
+def tags_of_a_pipeline_version(run_id: str, pipeline_run: str = "manual__1") -> dict[str, str]:
+    return registry.version_tags(
+        pipeline_run=pipeline_run,
+        run_id=run_id,
+        candidate="logistic_regression",
+        tuning_label="tuned",
+        threshold=0.35,
+        synthetic=False,
+        fingerprint=FINGERPRINT,
+        scores=SCORES,
+    )
+
+
+def test_version_tags_are_text_with_scores_to_six_places():
+    tags = tags_of_a_pipeline_version("r1")
+    assert all(isinstance(value, str) for value in tags.values())
+    assert tags["threshold"] == "0.35" and tags["synthetic"] == "false"
+    assert tags["data_sha256"] == FINGERPRINT["sha256"]
+    assert (tags["data_rows_raw"], tags["data_rows_distinct"]) == ("1025", "302")
+    assert tags["cv_roc_auc_mean"] == "0.912346"
+    assert tags["holdout_accuracy"] == "0.819672"
+    assert tags["code_version"] == __version__
+
+
+def test_load_champion_reads_back_the_tags_register_wrote(versions, store):
+    version = versions.add(
+        "C=2", tags_of_a_pipeline_version(store.run_id), description="tuned logistic_regression"
+    )
+    registry.promote(versions.name, version, "test")
+    champion = registry.load_champion(versions.settings)
+    assert (champion.model_name, champion.version) == (versions.name, version)
+    assert champion.run_id == store.run_id
+    assert champion.threshold == 0.35
+    assert champion.metrics == {
+        "cv": {"cv_roc_auc_mean": 0.912346, "cv_roc_auc_std": 0.0211},
+        "holdout": {"holdout_roc_auc": 0.875, "holdout_accuracy": 0.819672},
+    }
+    assert champion.data == {
+        "sha256": FINGERPRINT["sha256"],
+        "rows_raw": "1025",
+        "rows_distinct": "302",
+    }
+    assert (champion.tags["candidate"], champion.tags["tuning_label"]) == (
+        "logistic_regression",
+        "tuned",
+    )
+    assert champion.pipeline[-1].C == 2.0
+    found = registry.client().get_model_version(versions.name, version)
+    assert found.description == "tuned logistic_regression"
+
+
+def test_load_champion_of_a_given_version_needs_no_alias(versions):
+    version = versions.add("C=1", tags_of_a_pipeline_version("logged-elsewhere"))
+    champion = registry.load_champion(versions.settings, version)
+    assert champion.version == version and champion.run_id == "logged-elsewhere"
+
+
+def test_version_without_tags_falls_back_to_the_settings_threshold_and_its_own_run(versions, store):
+    version = versions.add("C=1")
+    champion = registry.load_champion(
+        versions.settings.model_copy(update={"threshold": 0.6}), version
+    )
+    assert champion.threshold == 0.6
+    assert champion.run_id == store.run_id
+    assert champion.metrics == {"cv": {}, "holdout": {}}
+
+
+def test_load_champion_without_a_champion_raises(versions):
+    message = f"no version of '{versions.name}' has the alias @champion"
+    with pytest.raises(RegistryError, match=message):
+        registry.load_champion(versions.settings)  # no such registered model yet
+    versions.add("C=1")  # registered, never promoted
+    with pytest.raises(RegistryError, match=message):
+        registry.load_champion(versions.settings)
+
+
+def test_version_for_pipeline_run_finds_the_version_that_run_registered(versions, store):
+    version = versions.add("C=1", tags_of_a_pipeline_version(store.run_id, "scheduled__7"))
+    assert (
+        registry.version_of(registry.version_for_pipeline_run(versions.name, "scheduled__7"))
+        == version
+    )
+    assert registry.version_for_pipeline_run(versions.name, "scheduled__8") is None
+
+
+# --- tags -----------------------------------------------------------------------------------
+def test_tag_names_and_untagged_round_trip():
+    tags = {"threshold": 0.5, "rows": 302, "candidate": "svm"}
+    named = registry.tag_names(tags)
+    assert named == {
+        "heart_mlops.threshold": "0.5",
+        "heart_mlops.rows": "302",
+        "heart_mlops.candidate": "svm",
+    }
+    assert registry.untagged(named) == {"threshold": "0.5", "rows": "302", "candidate": "svm"}
+
+
+def test_untagged_drops_tags_of_others():
+    stored = {
+        "heart_mlops.step": "pipeline",
+        "mlflow.runName": "x",
+        "step": "other",
+        "heart_mlops_step": "near miss",
+    }
+    assert registry.untagged(stored) == {"step": "pipeline"}
+
+
+# --- runs -----------------------------------------------------------------------------------
+def test_pipeline_run_is_reused_for_the_same_run_key(connected):
+    key, other_key = f"manual__{uuid.uuid4().hex}", f"manual__{uuid.uuid4().hex}"
+    first = registry.pipeline_run(connected.experiment_id, key, "data/heart.csv", False)
+    run = registry.client().get_run(first)
+    assert registry.untagged(run.data.tags) == {
+        "pipeline_run": key,
+        "step": "pipeline",
+        "source": "data/heart.csv",
+        "synthetic": "false",
+        "code_version": __version__,
+    }
+    registry.end_run(first)
+    # a step's run of the same pipeline run carries the same key and is not the pipeline's
+    with registry.step_run(
+        "svm", parent_run_id=first, pipeline_run=key, synthetic=False, tags={"step": "candidate"}
+    ):
+        pass
+    again = registry.pipeline_run(connected.experiment_id, key, "elsewhere", True)
+    assert again == first
+    rerun = registry.client().get_run(first)
+    assert rerun.info.status == "RUNNING"
+    assert rerun.data.tags["heart_mlops.source"] == "data/heart.csv"
+    assert (
+        registry.pipeline_run(connected.experiment_id, other_key, "data/heart.csv", True) != first
+    )
+
+
+def test_mark_failed_fails_the_run_and_keeps_the_message(connected):
+    run_id = registry.pipeline_run(
+        connected.experiment_id, f"failing__{uuid.uuid4().hex}", "s", False
+    )
+    registry.mark_failed(run_id, "DataError: " + "x" * 6000)
+    run = registry.client().get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["heart_mlops.error"] == ("DataError: " + "x" * 6000)[:5000]
+
+
+def test_mark_failed_without_a_run_does_nothing(connected, caplog):
+    with caplog.at_level(logging.WARNING, logger="heart_mlops.registry"):
+        registry.mark_failed(None, "no run yet")
+        registry.mark_failed("", "no run yet")
+    assert caplog.text == ""
+
+
+def test_mark_failed_of_an_unreachable_run_only_warns(connected, caplog):
+    with caplog.at_level(logging.WARNING, logger="heart_mlops.registry"):
+        registry.mark_failed("0" * 32, "boom")  # no such run in the store
+    assert f"could not mark MLflow run {'0' * 32} failed" in caplog.text
