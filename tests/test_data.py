@@ -71,11 +71,11 @@ def test_every_csv_patient_is_a_uci_patient_with_same_features_and_diagnosis(
 
 def test_label_is_disease_not_the_inverted_target():
     raw = pd.read_csv(HEART_CSV).drop_duplicates()
-    frame, fmt = parse(HEART_CSV.read_bytes())
+    frame, fmt, _ = parse(HEART_CSV.read_bytes())
     assert fmt == "csv"
     assert (frame[LABEL].to_numpy() == 1 - pd.read_csv(HEART_CSV)["target"].to_numpy()).all()
     # in the UCI file disease is num > 0; 138 of its 303 patients have it
-    uci, fmt = parse(CLEVELAND.read_bytes())
+    uci, fmt, _ = parse(CLEVELAND.read_bytes())
     assert fmt == "uci" and int(uci[LABEL].sum()) == 139
     assert len(raw) == 302
 
@@ -155,3 +155,33 @@ def test_project_does_not_read_outside_its_tree():
     for path in Path(PROJECT_ROOT / "src").rglob("*.py"):
         assert "../shared" not in path.read_text(), path
     assert np.isfinite(pd.read_csv(HEART_CSV).select_dtypes("number").to_numpy()).all()
+
+
+def _heart_with_extra_columns(kind: str) -> bytes:
+    """heart.csv with columns the model does not use, as users save it."""
+    frame = pd.read_csv(HEART_CSV)
+    if kind == "pandas index":  # pandas' default to_csv: an unnamed index column first
+        return frame.to_csv().encode()
+    if kind == "record id":  # every row unique through a numeric id
+        return frame.assign(record_id=range(10_000, 10_000 + len(frame))).to_csv(
+            index=False).encode()
+    # text columns: a site name and free-text notes, different on every row
+    frame.insert(0, "site", "Cleveland")
+    frame["note"] = [f"visit {i}" for i in range(len(frame))]
+    return frame.to_csv(index=False).encode()
+
+
+@pytest.mark.parametrize("kind, ignored", [
+    ("pandas index", ["Unnamed: 0"]),
+    ("record id", ["record_id"]),
+    ("text columns", ["site", "note"]),
+])
+def test_columns_the_model_does_not_use_are_named_ignored_and_never_hide_duplicates(
+        kind, ignored, csv_dataset):
+    dataset = load_bytes(_heart_with_extra_columns(kind))
+    assert dataset.ignored_columns == tuple(ignored)
+    assert dataset.fingerprint["ignored_columns"] == ignored
+    assert dataset.rows_raw == 1025 and dataset.rows_distinct == 302
+    assert dataset.fingerprint["duplicates_removed"] == 723
+    assert list(dataset.frame.columns) == [*FEATURES, LABEL]
+    pd.testing.assert_frame_equal(dataset.frame, csv_dataset.frame)

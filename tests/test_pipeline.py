@@ -8,6 +8,7 @@ import sys
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from heart_mlops import registry
@@ -120,6 +121,35 @@ def test_synthetic_model_is_registered_but_never_champion(trained):
     version = registry.client().get_model_version(settings.model_name, registered.version)
     assert version.tags["heart_mlops.synthetic"] == "true"
     assert registry.version_of(_champion(settings)) == before
+
+
+def test_a_version_above_the_leak_threshold_is_registered_but_never_champion(fresh_settings):
+    # an empty registry: without the guard this version would become champion
+    settings = fresh_settings.model_copy(update={"leak_threshold": 0.6, "tuning_trials": 0})
+    registered = run_pipeline(settings, run_key="test-leak").registered
+    assert registered.cv["cv_roc_auc_mean"] > 0.6
+    assert not registered.champion
+    assert "above the leak threshold 0.60" in registered.decision
+    assert "HEART_MLOPS_LEAK_THRESHOLD" in registered.decision
+    tags = registry.client().get_model_version(settings.model_name, registered.version).tags
+    assert tags["heart_mlops.promotion_decision"] == "challenger"
+    assert "leak threshold" in tags["heart_mlops.promotion_reason"]
+    assert _champion(settings) is None
+
+
+def test_duplicates_disguised_by_an_index_column_are_removed_before_training(fresh_settings,
+                                                                            tmp_path):
+    saved_back = tmp_path / "heart-with-index.csv"
+    pd.read_csv(PROJECT_ROOT / "data" / "heart.csv").to_csv(saved_back)  # pandas' default
+    settings = fresh_settings.model_copy(update={"tuning_trials": 0})
+    result = run_pipeline(settings, data_uri=str(saved_back), run_key="test-index-column")
+    fingerprint = result.data.fingerprint
+    assert fingerprint["ignored_columns"] == ["Unnamed: 0"]
+    assert fingerprint["duplicates_removed"] == 723 and result.data.rows_train + \
+        result.data.rows_holdout == 302
+    cv_auc = result.registered.cv["cv_roc_auc_mean"]
+    assert 0.8 < cv_auc < settings.leak_threshold
+    assert result.registered.champion
 
 
 @pytest.mark.parametrize("payload", [

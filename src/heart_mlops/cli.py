@@ -111,8 +111,10 @@ def print_summary(result: PipelineResult) -> None:
     alias = "[bold green]champion[/]" if reg.champion else "challenger"
     out.print(f"registered {reg.model_name} version {reg.version}: {alias} ({reg.decision})")
     data = result.data.fingerprint
+    ignored = ", ".join(data["ignored_columns"])
     out.print(f"data: {data['rows_raw']} rows, {data['duplicates_removed']} duplicates removed, "
-              f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}")
+              f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}"
+              + (f"; columns ignored: {ignored}" if ignored else ""))
 
 
 @app.command()

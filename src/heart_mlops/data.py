@@ -81,11 +81,12 @@ UCI_RECODE = {
 class Dataset:
     """Clean, validated, deduplicated patients with the `disease` label."""
 
-    frame: pd.DataFrame
-    source_format: str
+    frame: pd.DataFrame  # FEATURES and LABEL, one row per distinct patient record
+    source_format: str  # "csv" (heart.csv) or "uci" (processed.*.data)
     sha256: str
     rows_raw: int
     rows_distinct: int
+    ignored_columns: tuple[str, ...] = ()  # columns of the file the model does not use
 
     @property
     def fingerprint(self) -> dict:
@@ -95,20 +96,25 @@ class Dataset:
             "rows_raw": self.rows_raw,
             "rows_distinct": self.rows_distinct,
             "duplicates_removed": self.rows_raw - self.rows_distinct,
+            "ignored_columns": list(self.ignored_columns),
         }
 
 
-def _read_csv(raw: bytes) -> pd.DataFrame:
+def _read_csv(raw: bytes) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """A heart.csv-style file -> (its 14 columns, the names of the other columns it has)."""
     frame = pd.read_csv(io.BytesIO(raw))
-    columns = [c.strip() for c in frame.columns]
-    missing = [c for c in CSV_COLUMNS if c not in columns]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in CSV_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
             f"missing column(s) {', '.join(missing)}; a heart.csv file needs the 14 columns "
             f"{','.join(CSV_COLUMNS)}"
         )
-    frame.columns = columns
-    return frame
+    ignored = tuple(c for c in frame.columns if c not in CSV_COLUMNS)
+    if ignored:
+        log.warning("ignoring column(s) the model does not use: %s",
+                    ", ".join(repr(c) for c in ignored))
+    return frame.loc[:, list(CSV_COLUMNS)], ignored
 
 
 def _read_uci(raw: bytes) -> pd.DataFrame:
@@ -127,16 +133,22 @@ def detect_format(raw: bytes) -> str:
     return "csv" if any(ch.isalpha() for ch in first_line) else "uci"
 
 
-def parse(raw: bytes) -> tuple[pd.DataFrame, str]:
-    """Bytes of either format -> raw rows with features and the `disease` label, heart.csv codes.
+def parse(raw: bytes) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
+    """Bytes of either format -> (rows of the features and the `disease` label in heart.csv
+    codes, the format "csv" or "uci", the names of the columns ignored).
 
-    Disguised missing codes become NaN. Values are not range-checked here: see `validate`.
+    Columns other than the 13 features and the label are left out, whatever their content: a
+    record is its features and label. Values are not range-checked here: see `validate`.
     """
     if not raw.strip():
         raise DataError("the data file is empty")
     fmt = detect_format(raw)
+    ignored: tuple[str, ...] = ()
     try:
-        frame = _read_csv(raw) if fmt == "csv" else _read_uci(raw)
+        if fmt == "csv":
+            frame, ignored = _read_csv(raw)
+        else:
+            frame = _read_uci(raw)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"not a CSV file: {exc}") from exc
     _check_numeric(frame)
@@ -150,7 +162,7 @@ def parse(raw: bytes) -> tuple[pd.DataFrame, str]:
             mapped = frame[column].map(mapping)
             # a code outside the UCI mapping becomes -1, so validation reports it
             frame[column] = mapped.where(mapped.notna() | frame[column].isna(), -1.0)
-    return frame, fmt
+    return frame, fmt, ignored
 
 
 def _check_numeric(frame: pd.DataFrame) -> None:
@@ -214,19 +226,23 @@ def sha256(raw: bytes) -> str:
 
 
 def load_bytes(raw: bytes) -> Dataset:
-    """Parse, validate, mark missing values, drop exact duplicates."""
-    frame, fmt = parse(raw)
+    """Parse, validate, mark missing values, drop duplicate patient records.
+
+    A duplicate is a row with the same 13 features and label as an earlier one; other columns
+    of the file (an index, an id, a site name) are ignored and named in the Dataset.
+    DataError naming the column, rows and values when the data is invalid or too small."""
+    frame, fmt, ignored = parse(raw)
     frame = validate(mark_missing(frame))
     rows_raw = len(frame)
-    frame = frame.drop_duplicates(ignore_index=True)
-    log.info("data: %d rows, %d exact duplicates removed, %d distinct patients",
+    frame = frame.drop_duplicates(subset=[*FEATURES, LABEL], ignore_index=True)
+    log.info("data: %d rows, %d duplicate records removed, %d distinct patients",
              rows_raw, rows_raw - len(frame), len(frame))
     if frame[LABEL].nunique() < 2 or len(frame) < 20:
         raise DataError(
             f"too little data to train: {len(frame)} distinct rows, classes "
             f"{sorted(frame[LABEL].unique().tolist())}; need at least 20 rows and both classes"
         )
-    return Dataset(frame, fmt, sha256(raw), rows_raw, len(frame))
+    return Dataset(frame, fmt, sha256(raw), rows_raw, len(frame), ignored)
 
 
 def synthetic_csv(rows: int = 600, seed: int = 42) -> bytes:

@@ -187,7 +187,7 @@ Parameters: `{params}`
 ## Data
 Fingerprint: sha256 `{fingerprint.get('sha256')}`, format {fingerprint.get('format')},
 {fingerprint.get('rows_raw')} rows read, {fingerprint.get('rows_distinct')} distinct patients
-({fingerprint.get('duplicates_removed')} exact duplicates removed before any split).
+({fingerprint.get('duplicates_removed')} duplicate records removed before any split).
 Label: `disease` = 1 when heart disease is present (heart.csv's `target` is inverted).
 
 ## Cross-validated metrics (training part)

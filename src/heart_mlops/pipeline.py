@@ -246,9 +246,11 @@ def register_model(settings: Settings, tuned: Tuned, prepared: Prepared) -> Regi
             return holdout_metrics(candidate_model, holdout,
                                    settings.threshold)[registry.PROMOTION_METRIC]
 
-        promotion = registry.promote_if_better(
-            name, version, score, allow=not prepared.synthetic,
-            blocked_reason="trained on synthetic data: never champion")
+        blocker = registry.promotion_blocker(
+            synthetic=prepared.synthetic, cv_roc_auc=tuned.cv["cv_roc_auc_mean"],
+            leak_threshold=settings.leak_threshold)
+        promotion = registry.promote_if_better(name, version, score, allow=blocker is None,
+                                               blocked_reason=blocker or "")
         registry.end_run(prepared.parent_run_id)
         result = Registered(
             model_name=name, version=version, champion=promotion.promoted,

@@ -373,6 +373,19 @@ class Promotion:
     champion_score: float | None
 
 
+def promotion_blocker(*, synthetic: bool, cv_roc_auc: float, leak_threshold: float
+                      ) -> str | None:
+    """Why a new version may not become champion whatever its holdout score, or None.
+
+    `cv_roc_auc`: its mean CV ROC-AUC; above `leak_threshold` a leak is likelier than skill."""
+    if synthetic:
+        return "trained on synthetic data: never champion"
+    if cv_roc_auc > leak_threshold:
+        return (f"CV ROC-AUC {cv_roc_auc:.4f} is above the leak threshold {leak_threshold:.2f} "
+                "(HEART_MLOPS_LEAK_THRESHOLD): a leak is likelier than skill; never champion")
+    return None
+
+
 def promote_if_better(model_name: str, version: str, score_fn, *, allow: bool = True,
                       blocked_reason: str = "", attempts: int = 3) -> Promotion:
     """Move `champion` to `version` if `score_fn(model)` beats the champion's, else `challenger`.

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     )
     selection_metric: SelectionMetric = "roc_auc"
     threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on P(disease).")
+    leak_threshold: float = Field(
+        0.95, gt=0.5, le=1.0,
+        description="A version whose CV ROC-AUC is above this is registered but never champion: "
+        "on this data a leak (duplicates across folds, the label in a feature) is likelier than "
+        "skill (honest figures are about 0.91).",
+    )
     n_jobs: int = Field(2, description="Parallel jobs for CV and ensembles (-1 = all cores).")
 
     api_host: str = "127.0.0.1"
