@@ -423,3 +423,21 @@ def test_mark_failed_of_an_unreachable_run_only_warns(connected, caplog):
     with caplog.at_level(logging.WARNING, logger="heart_mlops.registry"):
         registry.mark_failed("0" * 32, "boom")  # no such run in the store
     assert f"could not mark MLflow run {'0' * 32} failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "synthetic, cv_roc_auc, expected",
+    [
+        (False, 0.91, None),
+        (False, 0.95, None),  # at the threshold: allowed
+        (False, 0.984, "CV ROC-AUC 0.9840 is above the leak threshold 0.95"),
+        (True, 0.91, "trained on synthetic data"),
+    ],
+)
+def test_promotion_blocker_names_why_a_version_may_not_become_champion(
+    synthetic, cv_roc_auc, expected
+):
+    reason = registry.promotion_blocker(
+        synthetic=synthetic, cv_roc_auc=cv_roc_auc, leak_threshold=0.95
+    )
+    assert reason == expected if expected is None else expected in reason
