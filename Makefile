@@ -11,7 +11,7 @@ help:
 	@echo "make train  set up, then the pipeline in-process, without Airflow"
 	@echo "make test   set up (Debian tools, services, .venv), then run the whole test suite"
 	@echo "make test-fast  the same without the heavy tiers (docs/testing.md)"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff check and ruff format --check"
 	@echo "make bench  time each pipeline step"
 	@echo "make env    write .env for the Docker stack with fresh random secrets"
 
@@ -43,11 +43,15 @@ test: test-deps setup
 test-fast: test-deps setup
 	$(BIN)/pytest -m "not heavy"
 
+# the same checks run in the test suite (tests/test_code_style.py)
+LINTED := src tests benchmarks airflow scripts
+
 lint: setup
-	$(BIN)/ruff check src tests benchmarks airflow
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks airflow
+	$(BIN)/ruff format $(LINTED)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_pipeline.py
