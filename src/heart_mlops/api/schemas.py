@@ -7,6 +7,7 @@ messages that name the field or position, the value and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Literal
 
@@ -67,6 +68,8 @@ def _json_schema(spec: FeatureSpec, nullable: bool) -> dict:
 
 
 def feature_type(spec: FeatureSpec, *, nullable: bool):
+    """The annotated type of one feature's value: a strict finite number allowed by `spec`
+    (or None when `nullable`), with its JSON schema."""
     number = Annotated[float, Strict(), AllowInfNan(False), AfterValidator(_allowed_value(spec))]
     if nullable:
         return Annotated[number | None, WithJsonSchema(_json_schema(spec, True))]
@@ -122,6 +125,7 @@ PREDICT_REQUEST = TypeAdapter(PredictRequest)
 
 
 def batch_request_model(max_rows: int) -> type[BaseModel]:
+    """The BatchRequest model: `{"instances": [1 to max_rows rows, each in either shape]}`."""
     return create_model(
         "BatchRequest",
         __config__=ConfigDict(extra="forbid", json_schema_extra={
@@ -129,6 +133,12 @@ def batch_request_model(max_rows: int) -> type[BaseModel]:
         instances=(list[PredictRequest], Field(min_length=1, max_length=max_rows,
                                                description=f"1 to {max_rows} rows, either shape")),
     )
+
+
+@functools.cache
+def batch_request(max_rows: int) -> TypeAdapter:
+    """The TypeAdapter of `batch_request_model(max_rows)`, built once per limit."""
+    return TypeAdapter(batch_request_model(max_rows))
 
 
 def feature_row(item: FeaturesInput | PatientInput) -> list[float]:
@@ -140,6 +150,7 @@ def feature_row(item: FeaturesInput | PatientInput) -> list[float]:
 
 
 def feature_matrix(items) -> np.ndarray:
+    """Rows of either shape -> float array of shape (len(items), 13), NaN where missing."""
     return np.array([feature_row(item) for item in items], dtype=float).reshape(-1, len(FEATURES))
 
 
@@ -184,7 +195,40 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def _message(error: dict, kind: str, loc: tuple, spec: FeatureSpec | None, max_rows: int) -> str:
+    """The message of one validation error, by its kind and where it is."""
+    value = error.get("input")
+    if kind == "json_invalid":
+        return f"the body is not valid JSON: {error['ctx']['error']}"
+    if kind in ("too_long", "too_short") and loc and loc[-1] == "features":
+        count = len(value) if isinstance(value, list | tuple) else error.get(
+            "ctx", {}).get("actual_length", "?")
+        return (f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; "
+                f"got {count}")
+    if kind in ("tuple_type", "list_type") and loc and loc[-1] == "features":
+        return f"{_shown(value)!r} is not a list of {len(FEATURES)} numbers"
+    if kind in ("model_type", "dict_type") and loc and loc[-1] == "patient":
+        return f"{_shown(value)!r} is not an object with the features by name"
+    if kind in ("too_long", "too_short") and loc and loc[-1] == "instances":
+        return f"a batch holds 1 to {max_rows} rows; got {len(value)}"
+    if kind == "extra_forbidden":
+        return f"unknown field '{loc[-1]}'"
+    if kind == "missing":
+        hint = " (use null if not recorded)" if spec is not None else ""
+        return f"required field '{loc[-1]}' is missing{hint}"
+    if kind == "finite_number":
+        return f"{_shown(value)} is not a finite number"
+    if kind == "float_type" or kind == "none_required":
+        return f"{_shown(value)!r} is not a number" + (
+            " or null" if spec is not None and "patient" in loc else "")
+    if kind == "feature_value":
+        return f"{value:g} is not allowed"
+    return error["msg"]
+
+
 def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
+    """The errors of `exc` as `{"field", "value", "message", "allowed"?}` dicts, duplicates
+    dropped, at most MAX_ERRORS_SHOWN; `max_rows` is the batch limit quoted in messages."""
     described = []
     for error in exc.errors(include_url=False):
         loc = _without_shape_tags(tuple(error["loc"]))
@@ -192,37 +236,9 @@ def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
         if kind == "missing" and len(loc) >= 2 and loc[-2] == "features":
             loc, kind = loc[:-1], "too_short"  # a short list: report its length once
         spec = _feature_of(loc)
-        field = _field_name(loc)
-        if kind == "json_invalid":
-            message = f"the body is not valid JSON: {error['ctx']['error']}"
-        elif kind in ("too_long", "too_short") and loc and loc[-1] == "features":
-            count = len(value) if isinstance(value, list | tuple) else error.get(
-                "ctx", {}).get("actual_length", "?")
-            message = (f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; "
-                       f"got {count}")
-        elif kind in ("tuple_type", "list_type") and loc and loc[-1] == "features":
-            message = f"{_shown(value)!r} is not a list of {len(FEATURES)} numbers"
-        elif kind in ("model_type", "dict_type") and loc and loc[-1] == "patient":
-            message = f"{_shown(value)!r} is not an object with the features by name"
-        elif kind in ("too_long", "too_short") and loc and loc[-1] == "instances":
-            message = f"a batch holds 1 to {max_rows} rows; got {len(value)}"
-        elif kind == "extra_forbidden":
-            message = f"unknown field '{loc[-1]}'"
-        elif kind == "missing":
-            hint = " (use null if not recorded)" if spec is not None else ""
-            message = f"required field '{loc[-1]}' is missing{hint}"
-        elif kind == "finite_number":
-            message = f"{_shown(value)} is not a finite number"
-        elif kind == "float_type" or kind == "none_required":
-            message = f"{_shown(value)!r} is not a number" + (
-                " or null" if spec is not None and "patient" in loc else "")
-        elif kind == "feature_value":
-            message = f"{value:g} is not allowed"
-        else:
-            message = error["msg"]
-        item = {"field": field,
+        item = {"field": _field_name(loc),
                 "value": None if kind in ("json_invalid", "missing") else _shown(value),
-                "message": message}
+                "message": _message(error, kind, loc, spec, max_rows)}
         if spec is not None:
             item["allowed"] = spec.allowed + ("; or null" if "patient" in loc else "")
         described.append(item)
@@ -232,6 +248,8 @@ def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
 
 
 def summary(errors: list[dict]) -> str:
+    """One line for `detail`: the first error's field, message and what is allowed, and how
+    many more there are. `errors` is describe_errors' output, not empty (IndexError)."""
     first = errors[0]
     text = f"{first['field']}: {first['message']}"
     if "allowed" in first:
