@@ -32,8 +32,15 @@ from heart_mlops.data import FEATURE_SPECS, FEATURES, SPEC_BY_NAME, FeatureSpec
 
 SEED_EXAMPLE = [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]
 FEATURES_EXAMPLE = {"features": SEED_EXAMPLE}
-PATIENT_EXAMPLE = {"patient": {**dict(zip(FEATURES, SEED_EXAMPLE, strict=True)),
-                               "chol": None, "slope": None, "ca": None, "thal": None}}
+PATIENT_EXAMPLE = {
+    "patient": {
+        **dict(zip(FEATURES, SEED_EXAMPLE, strict=True)),
+        "chol": None,
+        "slope": None,
+        "ca": None,
+        "thal": None,
+    }
+}
 MAX_ERRORS_SHOWN = 20
 LABELS = {0: "no heart disease", 1: "heart disease"}
 
@@ -44,8 +51,11 @@ def _allowed_value(spec: FeatureSpec):
             return value
         allowed = value in spec.codes if spec.codes else spec.low <= value <= spec.high
         if not allowed:
-            raise PydanticCustomError("feature_value", "{value} is not allowed; allowed: {allowed}",
-                                      {"value": value, "allowed": spec.allowed})
+            raise PydanticCustomError(
+                "feature_value",
+                "{value} is not allowed; allowed: {allowed}",
+                {"value": value, "allowed": spec.allowed},
+            )
         return value
 
     return check
@@ -60,8 +70,10 @@ def _json_schema(spec: FeatureSpec, nullable: bool) -> dict:
         if spec.missing_code is not None:
             schema = {"anyOf": [schema, {"type": "number", "enum": [spec.missing_code]}]}
     options = [schema, {"type": "null"}] if nullable else [schema]
-    described = {"description": f"{spec.meaning}; allowed: {spec.allowed}"
-                                + ("; null = missing" if nullable else "")}
+    described = {
+        "description": f"{spec.meaning}; allowed: {spec.allowed}"
+        + ("; null = missing" if nullable else "")
+    }
     if len(options) == 1:
         return {**schema, **described}
     return {"anyOf": options, **described}
@@ -85,8 +97,9 @@ class FeaturesInput(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": FEATURES_EXAMPLE})
     features: FeatureValues = Field(  # type: ignore[valid-type]
         description="age, sex, cp, trestbps, chol, fbs, restecg, thalach, exang, oldpeak, "
-                    "slope, ca, thal; heart.csv codes, where ca 4, thal 0 and chol or trestbps 0 "
-                    "mean missing")
+        "slope, ca, thal; heart.csv codes, where ca 4, thal 0 and chol or trestbps 0 "
+        "mean missing"
+    )
 
 
 PatientRecord = create_model(
@@ -117,9 +130,12 @@ def _shape_of(body: Any) -> str | None:
 
 PredictRequest = Annotated[
     Annotated[FeaturesInput, Tag("features")] | Annotated[PatientInput, Tag("patient")],
-    Discriminator(_shape_of, custom_error_type="body_shape",
-                  custom_error_message="needs an object with 'features' (13 numbers) or "
-                                       "'patient' (the features by name)"),
+    Discriminator(
+        _shape_of,
+        custom_error_type="body_shape",
+        custom_error_message="needs an object with 'features' (13 numbers) or "
+        "'patient' (the features by name)",
+    ),
 ]
 PREDICT_REQUEST = TypeAdapter(PredictRequest)
 
@@ -128,10 +144,16 @@ def batch_request_model(max_rows: int) -> type[BaseModel]:
     """The BatchRequest model: `{"instances": [1 to max_rows rows, each in either shape]}`."""
     return create_model(
         "BatchRequest",
-        __config__=ConfigDict(extra="forbid", json_schema_extra={
-            "example": {"instances": [FEATURES_EXAMPLE, PATIENT_EXAMPLE]}}),
-        instances=(list[PredictRequest], Field(min_length=1, max_length=max_rows,
-                                               description=f"1 to {max_rows} rows, either shape")),
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={"example": {"instances": [FEATURES_EXAMPLE, PATIENT_EXAMPLE]}},
+        ),
+        instances=(
+            list[PredictRequest],
+            Field(
+                min_length=1, max_length=max_rows, description=f"1 to {max_rows} rows, either shape"
+            ),
+        ),
     )
 
 
@@ -156,11 +178,18 @@ def feature_matrix(items) -> np.ndarray:
 
 # --- validation errors as messages ------------------------------------------------------------
 
+
 def _without_shape_tags(loc: tuple) -> tuple:
     """pydantic puts the union tag ('features' or 'patient') before the fields of a row."""
-    return tuple(part for i, part in enumerate(loc)
-                 if not (part in ("features", "patient") and i + 1 < len(loc)
-                         and (i == 0 or isinstance(loc[i - 1], int))))
+    return tuple(
+        part
+        for i, part in enumerate(loc)
+        if not (
+            part in ("features", "patient")
+            and i + 1 < len(loc)
+            and (i == 0 or isinstance(loc[i - 1], int))
+        )
+    )
 
 
 def _field_name(loc: tuple) -> str:
@@ -168,8 +197,12 @@ def _field_name(loc: tuple) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    if len(loc) >= 2 and loc[-2] == "features" and isinstance(loc[-1], int) and (
-            0 <= loc[-1] < len(FEATURES)):
+    if (
+        len(loc) >= 2
+        and loc[-2] == "features"
+        and isinstance(loc[-1], int)
+        and (0 <= loc[-1] < len(FEATURES))
+    ):
         text += f" ({FEATURES[loc[-1]]})"
     return text or "body"
 
@@ -201,10 +234,12 @@ def _message(error: dict, kind: str, loc: tuple, spec: FeatureSpec | None, max_r
     if kind == "json_invalid":
         return f"the body is not valid JSON: {error['ctx']['error']}"
     if kind in ("too_long", "too_short") and loc and loc[-1] == "features":
-        count = len(value) if isinstance(value, list | tuple) else error.get(
-            "ctx", {}).get("actual_length", "?")
-        return (f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; "
-                f"got {count}")
+        count = (
+            len(value)
+            if isinstance(value, list | tuple)
+            else error.get("ctx", {}).get("actual_length", "?")
+        )
+        return f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; got {count}"
     if kind in ("tuple_type", "list_type") and loc and loc[-1] == "features":
         return f"{_shown(value)!r} is not a list of {len(FEATURES)} numbers"
     if kind in ("model_type", "dict_type") and loc and loc[-1] == "patient":
@@ -220,7 +255,8 @@ def _message(error: dict, kind: str, loc: tuple, spec: FeatureSpec | None, max_r
         return f"{_shown(value)} is not a finite number"
     if kind == "float_type" or kind == "none_required":
         return f"{_shown(value)!r} is not a number" + (
-            " or null" if spec is not None and "patient" in loc else "")
+            " or null" if spec is not None and "patient" in loc else ""
+        )
     if kind == "feature_value":
         return f"{value:g} is not allowed"
     return error["msg"]
@@ -236,9 +272,11 @@ def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
         if kind == "missing" and len(loc) >= 2 and loc[-2] == "features":
             loc, kind = loc[:-1], "too_short"  # a short list: report its length once
         spec = _feature_of(loc)
-        item = {"field": _field_name(loc),
-                "value": None if kind in ("json_invalid", "missing") else _shown(value),
-                "message": _message(error, kind, loc, spec, max_rows)}
+        item = {
+            "field": _field_name(loc),
+            "value": None if kind in ("json_invalid", "missing") else _shown(value),
+            "message": _message(error, kind, loc, spec, max_rows),
+        }
         if spec is not None:
             item["allowed"] = spec.allowed + ("; or null" if "patient" in loc else "")
         described.append(item)
@@ -259,9 +297,11 @@ def summary(errors: list[dict]) -> str:
 
 # --- responses --------------------------------------------------------------------------------
 
+
 class Prediction(BaseModel):
-    prediction: Literal[0, 1] = Field(description="1 = heart disease present "
-                                                  "(probability >= threshold), 0 = absent")
+    prediction: Literal[0, 1] = Field(
+        description="1 = heart disease present (probability >= threshold), 0 = absent"
+    )
     probability: float = Field(ge=0, le=1, description="P(heart disease)")
     threshold: float = Field(description="decision threshold of this model version")
     model_version: str
@@ -291,7 +331,8 @@ class Health(BaseModel):
     model_loaded: bool
     model_version: str | None
     registry_reachable: bool | None = Field(
-        description="at the last check of the registry; null before the first check")
+        description="at the last check of the registry; null before the first check"
+    )
     registry_checked_at: str | None
     last_error: str | None
 
