@@ -40,12 +40,14 @@ MODEL_VERSION = Gauge("heart_api_model_version", "Registered version of the serv
 
 
 def record_model(version: str | None) -> None:
+    """Set the model gauges: loaded 0 for None, else 1 and the version when it is a number."""
     MODEL_LOADED.set(0 if version is None else 1)
     if version is not None and version.isdigit():
         MODEL_VERSION.set(int(version))
 
 
 def record_predictions(positives: int, total: int) -> None:
+    """Count `total` predictions, `positives` of them 1 (disease)."""
     if positives:
         PREDICTIONS.labels("1").inc(positives)
     if total - positives:
@@ -53,6 +55,8 @@ def record_predictions(positives: int, total: int) -> None:
 
 
 def exposition() -> tuple[bytes, str]:
+    """(Prometheus text of every metric, its Content-Type); summed over the workers'
+    files when PROMETHEUS_MULTIPROC_DIR is set."""
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -51,6 +51,9 @@ class Runtime:
 
 
 def disease_column(estimator) -> int:
+    """The column of class 1 (disease) in `estimator.predict_proba`'s output.
+
+    Raises ValueError when the estimator's classes do not include 1."""
     classes = [float(c) for c in getattr(estimator, "classes_", [])]
     if 1.0 not in classes:
         raise ValueError(f"the model's classes {classes} do not include 1 (disease)")
@@ -58,6 +61,9 @@ def disease_column(estimator) -> int:
 
 
 def sklearn_runtime(pipeline: Pipeline) -> Runtime:
+    """The pipeline's own predict_proba as a Runtime: rows (n, 13) -> P(disease), shape (n,).
+
+    Raises ValueError as disease_column does."""
     column = disease_column(pipeline)
     return Runtime(lambda rows: pipeline.predict_proba(rows)[:, column], "sklearn",
                    type(pipeline[-1]).__name__)
