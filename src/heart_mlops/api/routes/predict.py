@@ -68,10 +68,11 @@ async def predict(request: Request) -> Response:
 
     Raises ApiError 415, 413 (read_json), 422 (parse), 503 (no model loaded).
     """
-    settings = request.app.state.settings
+    holder = request.app.state.holder  # one lookup in app.state: its settings are the app's
+    settings = holder.settings
     body = await read_json(request, settings.api_max_body_bytes)
     item = parse(schemas.PREDICT_REQUEST, body, max_rows=settings.api_max_batch)
-    model = loaded_model(request.app.state.holder)
+    model = loaded_model(holder)
     row = np.array([schemas.feature_row(item)], dtype=float)
     (result,) = _answer(model, model.runtime(row))
     return Response(json.dumps(result), media_type=JSON)
@@ -86,11 +87,11 @@ async def predict_batch(request: Request) -> Response:
     Raises ApiError 415, 413 (read_json), 422 (parse: any invalid row rejects the batch),
     503 (no model loaded).
     """
-    settings = request.app.state.settings
-    max_rows = settings.api_max_batch
+    holder = request.app.state.holder
+    settings, max_rows = holder.settings, holder.settings.api_max_batch
     body = await read_json(request, settings.api_max_body_bytes)
     batch = parse(schemas.batch_request(max_rows), body, max_rows=max_rows)
-    model = loaded_model(request.app.state.holder)
+    model = loaded_model(holder)
     results = _answer(model, model.runtime(schemas.feature_matrix(batch.instances)))
     answer = {"predictions": results, "model_version": model.version, "count": len(results)}
     return Response(json.dumps(answer), media_type=JSON)
