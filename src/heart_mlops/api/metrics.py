@@ -24,28 +24,40 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so the series stay few
 
-REQUESTS = Counter("heart_api_requests_total", "HTTP requests by method, route and status.",
-                   ["method", "route", "status"])
-LATENCY = Histogram("heart_api_request_duration_seconds", "Request duration by route.",
-                    ["method", "route"],
-                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                             1.0, 2.5, 5.0, 10.0))
-PREDICTIONS = Counter("heart_api_predictions_total", "Predictions by class (1 = disease).",
-                      ["prediction"])
+REQUESTS = Counter(
+    "heart_api_requests_total",
+    "HTTP requests by method, route and status.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "heart_api_request_duration_seconds",
+    "Request duration by route.",
+    ["method", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PREDICTIONS = Counter(
+    "heart_api_predictions_total", "Predictions by class (1 = disease).", ["prediction"]
+)
 # across workers: loaded only if every live worker has a model; version the highest served
-MODEL_LOADED = Gauge("heart_api_model_loaded", "1 when a model is loaded and serving.",
-                     multiprocess_mode="livemin")
-MODEL_VERSION = Gauge("heart_api_model_version", "Registered version of the served model.",
-                      multiprocess_mode="livemax")
+MODEL_LOADED = Gauge(
+    "heart_api_model_loaded", "1 when a model is loaded and serving.", multiprocess_mode="livemin"
+)
+MODEL_VERSION = Gauge(
+    "heart_api_model_version",
+    "Registered version of the served model.",
+    multiprocess_mode="livemax",
+)
 
 
 def record_model(version: str | None) -> None:
+    """Set the model gauges: loaded 0 for None, else 1 and the version when it is a number."""
     MODEL_LOADED.set(0 if version is None else 1)
     if version is not None and version.isdigit():
         MODEL_VERSION.set(int(version))
 
 
 def record_predictions(positives: int, total: int) -> None:
+    """Count `total` predictions, `positives` of them 1 (disease)."""
     if positives:
         PREDICTIONS.labels("1").inc(positives)
     if total - positives:
@@ -53,6 +65,8 @@ def record_predictions(positives: int, total: int) -> None:
 
 
 def exposition() -> tuple[bytes, str]:
+    """(Prometheus text of every metric, its Content-Type); summed over the workers'
+    files when PROMETHEUS_MULTIPROC_DIR is set."""
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -103,8 +117,7 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
-            self._observe(scope["method"], template, str(status),
-                          time.perf_counter() - started)
+            self._observe(scope["method"], template, str(status), time.perf_counter() - started)
 
     def _observe(self, method: str, route: str, status: str, seconds: float) -> None:
         # labelled children are cached: .labels() is the costly part of a metric update
@@ -115,5 +128,6 @@ class RequestMetrics:
         requests = self._requests.get((method, route, status))
         if requests is None:
             requests = self._requests[(method, route, status)] = REQUESTS.labels(
-                method, route, status)
+                method, route, status
+            )
         requests.inc()

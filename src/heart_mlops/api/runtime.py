@@ -51,6 +51,9 @@ class Runtime:
 
 
 def disease_column(estimator) -> int:
+    """The column of class 1 (disease) in `estimator.predict_proba`'s output.
+
+    Raises ValueError when the estimator's classes do not include 1."""
     classes = [float(c) for c in getattr(estimator, "classes_", [])]
     if 1.0 not in classes:
         raise ValueError(f"the model's classes {classes} do not include 1 (disease)")
@@ -58,9 +61,13 @@ def disease_column(estimator) -> int:
 
 
 def sklearn_runtime(pipeline: Pipeline) -> Runtime:
+    """The pipeline's own predict_proba as a Runtime: rows (n, 13) -> P(disease), shape (n,).
+
+    Raises ValueError as disease_column does."""
     column = disease_column(pipeline)
-    return Runtime(lambda rows: pipeline.predict_proba(rows)[:, column], "sklearn",
-                   type(pipeline[-1]).__name__)
+    return Runtime(
+        lambda rows: pipeline.predict_proba(rows)[:, column], "sklearn", type(pipeline[-1]).__name__
+    )
 
 
 def compile_pipeline(pipeline: Pipeline) -> Runtime:
@@ -84,8 +91,9 @@ def compile_pipeline(pipeline: Pipeline) -> Runtime:
     probe = probe_rows()
     difference = float(np.max(np.abs(compiled(probe) - fallback(probe))))
     if not difference <= PARITY_TOLERANCE:
-        log.warning("compiled runtime differs from sklearn by %.3g; serving with sklearn",
-                    difference)
+        log.warning(
+            "compiled runtime differs from sklearn by %.3g; serving with sklearn", difference
+        )
         return fallback
     return compiled
 
@@ -118,6 +126,7 @@ def probe_rows(count: int = 256, seed: int = 0) -> np.ndarray:
 
 # --- transformers -----------------------------------------------------------------------------
 
+
 def _compile_transforms(steps) -> list[Transform]:
     transforms: list[Transform] = []
     for _, step in getattr(steps, "steps", []):
@@ -146,9 +155,11 @@ def _compile_transformer(step) -> Transform:
 
 def _compile_imputer(imputer: SimpleImputer) -> Transform:
     statistics = np.asarray(imputer.statistics_, dtype=float)
-    if (imputer.add_indicator or not (isinstance(imputer.missing_values, float)
-                                      and np.isnan(imputer.missing_values))
-            or np.isnan(statistics).any()):
+    if (
+        imputer.add_indicator
+        or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))
+        or np.isnan(statistics).any()
+    ):
         raise NotCompilable("SimpleImputer with indicator, non-NaN marker or empty column")
 
     def impute(matrix: np.ndarray) -> np.ndarray:
@@ -175,15 +186,19 @@ def _compile_scaler(scaler: StandardScaler) -> Transform:
 
 
 def _compile_one_hot(encoder: OneHotEncoder) -> Transform:
-    if encoder.drop_idx_ is not None or encoder.handle_unknown != "ignore" or getattr(
-            encoder, "_infrequent_enabled", False):
+    if (
+        encoder.drop_idx_ is not None
+        or encoder.handle_unknown != "ignore"
+        or getattr(encoder, "_infrequent_enabled", False)
+    ):
         raise NotCompilable("OneHotEncoder with drop, infrequent categories or errors on unknown")
     categories = [np.asarray(c, dtype=float) for c in encoder.categories_]
 
     def one_hot(matrix: np.ndarray) -> np.ndarray:
         # unknown codes give all zeros, as handle_unknown="ignore" does
-        return np.hstack([(matrix[:, [i]] == codes).astype(float)
-                          for i, codes in enumerate(categories)])
+        return np.hstack(
+            [(matrix[:, [i]] == codes).astype(float) for i, codes in enumerate(categories)]
+        )
 
     return one_hot
 
@@ -217,6 +232,7 @@ def _compile_column_transformer(columns: ColumnTransformer) -> Transform:
 
 
 # --- estimators -------------------------------------------------------------------------------
+
 
 def _compile_estimator(estimator) -> Callable[[np.ndarray], np.ndarray]:
     column = disease_column(estimator)
@@ -273,8 +289,12 @@ def _compile_forest(forest) -> Callable[[np.ndarray], np.ndarray]:
             return forest.predict_proba(matrix)[:, 1]
         if len(matrix) <= TREE_WALK_CHUNK_ROWS:
             return walk(matrix)
-        return np.concatenate([walk(matrix[start:start + TREE_WALK_CHUNK_ROWS])
-                               for start in range(0, len(matrix), TREE_WALK_CHUNK_ROWS)])
+        return np.concatenate(
+            [
+                walk(matrix[start : start + TREE_WALK_CHUNK_ROWS])
+                for start in range(0, len(matrix), TREE_WALK_CHUNK_ROWS)
+            ]
+        )
 
     return predict
 
@@ -285,8 +305,7 @@ def _compile_calibrated(calibrated: CalibratedClassifierCV) -> Callable[[np.ndar
         if member.method != "sigmoid" or len(member.calibrators) != 1:
             raise NotCompilable(f"calibration method {member.method}")
         decision = _compile_decision_function(member.estimator)
-        members.append((decision, float(member.calibrators[0].a_),
-                        float(member.calibrators[0].b_)))
+        members.append((decision, float(member.calibrators[0].a_), float(member.calibrators[0].b_)))
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         total = np.zeros(len(matrix))
@@ -298,8 +317,11 @@ def _compile_calibrated(calibrated: CalibratedClassifierCV) -> Callable[[np.ndar
 
 
 def _compile_decision_function(estimator) -> Callable[[np.ndarray], np.ndarray]:
-    if isinstance(estimator, SVC) and estimator.kernel in ("rbf", "linear") and not (
-            hasattr(estimator, "_sparse") and estimator._sparse):
+    if (
+        isinstance(estimator, SVC)
+        and estimator.kernel in ("rbf", "linear")
+        and not (hasattr(estimator, "_sparse") and estimator._sparse)
+    ):
         vectors = estimator.support_vectors_
         weights, intercept = estimator.dual_coef_[0], float(estimator.intercept_[0])
         if estimator.kernel == "linear":
@@ -309,8 +331,11 @@ def _compile_decision_function(estimator) -> Callable[[np.ndarray], np.ndarray]:
         vector_norms = np.einsum("ij,ij->i", vectors, vectors)
 
         def rbf(matrix: np.ndarray) -> np.ndarray:
-            distances = (np.einsum("ij,ij->i", matrix, matrix)[:, None] + vector_norms
-                         - 2.0 * matrix @ vectors.T)
+            distances = (
+                np.einsum("ij,ij->i", matrix, matrix)[:, None]
+                + vector_norms
+                - 2.0 * matrix @ vectors.T
+            )
             return np.exp(-gamma * np.maximum(distances, 0.0)) @ weights + intercept
 
         return rbf

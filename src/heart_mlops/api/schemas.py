@@ -7,6 +7,7 @@ messages that name the field or position, the value and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Literal
 
@@ -31,8 +32,15 @@ from heart_mlops.data import FEATURE_SPECS, FEATURES, SPEC_BY_NAME, FeatureSpec
 
 SEED_EXAMPLE = [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]
 FEATURES_EXAMPLE = {"features": SEED_EXAMPLE}
-PATIENT_EXAMPLE = {"patient": {**dict(zip(FEATURES, SEED_EXAMPLE, strict=True)),
-                               "chol": None, "slope": None, "ca": None, "thal": None}}
+PATIENT_EXAMPLE = {
+    "patient": {
+        **dict(zip(FEATURES, SEED_EXAMPLE, strict=True)),
+        "chol": None,
+        "slope": None,
+        "ca": None,
+        "thal": None,
+    }
+}
 MAX_ERRORS_SHOWN = 20
 LABELS = {0: "no heart disease", 1: "heart disease"}
 
@@ -43,8 +51,11 @@ def _allowed_value(spec: FeatureSpec):
             return value
         allowed = value in spec.codes if spec.codes else spec.low <= value <= spec.high
         if not allowed:
-            raise PydanticCustomError("feature_value", "{value} is not allowed; allowed: {allowed}",
-                                      {"value": value, "allowed": spec.allowed})
+            raise PydanticCustomError(
+                "feature_value",
+                "{value} is not allowed; allowed: {allowed}",
+                {"value": value, "allowed": spec.allowed},
+            )
         return value
 
     return check
@@ -59,14 +70,18 @@ def _json_schema(spec: FeatureSpec, nullable: bool) -> dict:
         if spec.missing_code is not None:
             schema = {"anyOf": [schema, {"type": "number", "enum": [spec.missing_code]}]}
     options = [schema, {"type": "null"}] if nullable else [schema]
-    described = {"description": f"{spec.meaning}; allowed: {spec.allowed}"
-                                + ("; null = missing" if nullable else "")}
+    described = {
+        "description": f"{spec.meaning}; allowed: {spec.allowed}"
+        + ("; null = missing" if nullable else "")
+    }
     if len(options) == 1:
         return {**schema, **described}
     return {"anyOf": options, **described}
 
 
 def feature_type(spec: FeatureSpec, *, nullable: bool):
+    """The annotated type of one feature's value: a strict finite number allowed by `spec`
+    (or None when `nullable`), with its JSON schema."""
     number = Annotated[float, Strict(), AllowInfNan(False), AfterValidator(_allowed_value(spec))]
     if nullable:
         return Annotated[number | None, WithJsonSchema(_json_schema(spec, True))]
@@ -82,8 +97,9 @@ class FeaturesInput(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": FEATURES_EXAMPLE})
     features: FeatureValues = Field(  # type: ignore[valid-type]
         description="age, sex, cp, trestbps, chol, fbs, restecg, thalach, exang, oldpeak, "
-                    "slope, ca, thal; heart.csv codes, where ca 4, thal 0 and chol or trestbps 0 "
-                    "mean missing")
+        "slope, ca, thal; heart.csv codes, where ca 4, thal 0 and chol or trestbps 0 "
+        "mean missing"
+    )
 
 
 PatientRecord = create_model(
@@ -114,21 +130,37 @@ def _shape_of(body: Any) -> str | None:
 
 PredictRequest = Annotated[
     Annotated[FeaturesInput, Tag("features")] | Annotated[PatientInput, Tag("patient")],
-    Discriminator(_shape_of, custom_error_type="body_shape",
-                  custom_error_message="needs an object with 'features' (13 numbers) or "
-                                       "'patient' (the features by name)"),
+    Discriminator(
+        _shape_of,
+        custom_error_type="body_shape",
+        custom_error_message="needs an object with 'features' (13 numbers) or "
+        "'patient' (the features by name)",
+    ),
 ]
 PREDICT_REQUEST = TypeAdapter(PredictRequest)
 
 
 def batch_request_model(max_rows: int) -> type[BaseModel]:
+    """The BatchRequest model: `{"instances": [1 to max_rows rows, each in either shape]}`."""
     return create_model(
         "BatchRequest",
-        __config__=ConfigDict(extra="forbid", json_schema_extra={
-            "example": {"instances": [FEATURES_EXAMPLE, PATIENT_EXAMPLE]}}),
-        instances=(list[PredictRequest], Field(min_length=1, max_length=max_rows,
-                                               description=f"1 to {max_rows} rows, either shape")),
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={"example": {"instances": [FEATURES_EXAMPLE, PATIENT_EXAMPLE]}},
+        ),
+        instances=(
+            list[PredictRequest],
+            Field(
+                min_length=1, max_length=max_rows, description=f"1 to {max_rows} rows, either shape"
+            ),
+        ),
     )
+
+
+@functools.cache
+def batch_request(max_rows: int) -> TypeAdapter:
+    """The TypeAdapter of `batch_request_model(max_rows)`, built once per limit."""
+    return TypeAdapter(batch_request_model(max_rows))
 
 
 def feature_row(item: FeaturesInput | PatientInput) -> list[float]:
@@ -140,16 +172,24 @@ def feature_row(item: FeaturesInput | PatientInput) -> list[float]:
 
 
 def feature_matrix(items) -> np.ndarray:
+    """Rows of either shape -> float array of shape (len(items), 13), NaN where missing."""
     return np.array([feature_row(item) for item in items], dtype=float).reshape(-1, len(FEATURES))
 
 
 # --- validation errors as messages ------------------------------------------------------------
 
+
 def _without_shape_tags(loc: tuple) -> tuple:
     """pydantic puts the union tag ('features' or 'patient') before the fields of a row."""
-    return tuple(part for i, part in enumerate(loc)
-                 if not (part in ("features", "patient") and i + 1 < len(loc)
-                         and (i == 0 or isinstance(loc[i - 1], int))))
+    return tuple(
+        part
+        for i, part in enumerate(loc)
+        if not (
+            part in ("features", "patient")
+            and i + 1 < len(loc)
+            and (i == 0 or isinstance(loc[i - 1], int))
+        )
+    )
 
 
 def _field_name(loc: tuple) -> str:
@@ -157,8 +197,12 @@ def _field_name(loc: tuple) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    if len(loc) >= 2 and loc[-2] == "features" and isinstance(loc[-1], int) and (
-            0 <= loc[-1] < len(FEATURES)):
+    if (
+        len(loc) >= 2
+        and loc[-2] == "features"
+        and isinstance(loc[-1], int)
+        and (0 <= loc[-1] < len(FEATURES))
+    ):
         text += f" ({FEATURES[loc[-1]]})"
     return text or "body"
 
@@ -184,7 +228,43 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def _message(error: dict, kind: str, loc: tuple, spec: FeatureSpec | None, max_rows: int) -> str:
+    """The message of one validation error, by its kind and where it is."""
+    value = error.get("input")
+    if kind == "json_invalid":
+        return f"the body is not valid JSON: {error['ctx']['error']}"
+    if kind in ("too_long", "too_short") and loc and loc[-1] == "features":
+        count = (
+            len(value)
+            if isinstance(value, list | tuple)
+            else error.get("ctx", {}).get("actual_length", "?")
+        )
+        return f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; got {count}"
+    if kind in ("tuple_type", "list_type") and loc and loc[-1] == "features":
+        return f"{_shown(value)!r} is not a list of {len(FEATURES)} numbers"
+    if kind in ("model_type", "dict_type") and loc and loc[-1] == "patient":
+        return f"{_shown(value)!r} is not an object with the features by name"
+    if kind in ("too_long", "too_short") and loc and loc[-1] == "instances":
+        return f"a batch holds 1 to {max_rows} rows; got {len(value)}"
+    if kind == "extra_forbidden":
+        return f"unknown field '{loc[-1]}'"
+    if kind == "missing":
+        hint = " (use null if not recorded)" if spec is not None else ""
+        return f"required field '{loc[-1]}' is missing{hint}"
+    if kind == "finite_number":
+        return f"{_shown(value)} is not a finite number"
+    if kind == "float_type" or kind == "none_required":
+        return f"{_shown(value)!r} is not a number" + (
+            " or null" if spec is not None and "patient" in loc else ""
+        )
+    if kind == "feature_value":
+        return f"{value:g} is not allowed"
+    return error["msg"]
+
+
 def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
+    """The errors of `exc` as `{"field", "value", "message", "allowed"?}` dicts, duplicates
+    dropped, at most MAX_ERRORS_SHOWN; `max_rows` is the batch limit quoted in messages."""
     described = []
     for error in exc.errors(include_url=False):
         loc = _without_shape_tags(tuple(error["loc"]))
@@ -192,37 +272,11 @@ def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
         if kind == "missing" and len(loc) >= 2 and loc[-2] == "features":
             loc, kind = loc[:-1], "too_short"  # a short list: report its length once
         spec = _feature_of(loc)
-        field = _field_name(loc)
-        if kind == "json_invalid":
-            message = f"the body is not valid JSON: {error['ctx']['error']}"
-        elif kind in ("too_long", "too_short") and loc and loc[-1] == "features":
-            count = len(value) if isinstance(value, list | tuple) else error.get(
-                "ctx", {}).get("actual_length", "?")
-            message = (f"expected {len(FEATURES)} values in the order {', '.join(FEATURES)}; "
-                       f"got {count}")
-        elif kind in ("tuple_type", "list_type") and loc and loc[-1] == "features":
-            message = f"{_shown(value)!r} is not a list of {len(FEATURES)} numbers"
-        elif kind in ("model_type", "dict_type") and loc and loc[-1] == "patient":
-            message = f"{_shown(value)!r} is not an object with the features by name"
-        elif kind in ("too_long", "too_short") and loc and loc[-1] == "instances":
-            message = f"a batch holds 1 to {max_rows} rows; got {len(value)}"
-        elif kind == "extra_forbidden":
-            message = f"unknown field '{loc[-1]}'"
-        elif kind == "missing":
-            hint = " (use null if not recorded)" if spec is not None else ""
-            message = f"required field '{loc[-1]}' is missing{hint}"
-        elif kind == "finite_number":
-            message = f"{_shown(value)} is not a finite number"
-        elif kind == "float_type" or kind == "none_required":
-            message = f"{_shown(value)!r} is not a number" + (
-                " or null" if spec is not None and "patient" in loc else "")
-        elif kind == "feature_value":
-            message = f"{value:g} is not allowed"
-        else:
-            message = error["msg"]
-        item = {"field": field,
-                "value": None if kind in ("json_invalid", "missing") else _shown(value),
-                "message": message}
+        item = {
+            "field": _field_name(loc),
+            "value": None if kind in ("json_invalid", "missing") else _shown(value),
+            "message": _message(error, kind, loc, spec, max_rows),
+        }
         if spec is not None:
             item["allowed"] = spec.allowed + ("; or null" if "patient" in loc else "")
         described.append(item)
@@ -232,6 +286,8 @@ def describe_errors(exc: ValidationError, *, max_rows: int) -> list[dict]:
 
 
 def summary(errors: list[dict]) -> str:
+    """One line for `detail`: the first error's field, message and what is allowed, and how
+    many more there are. `errors` is describe_errors' output, not empty (IndexError)."""
     first = errors[0]
     text = f"{first['field']}: {first['message']}"
     if "allowed" in first:
@@ -241,9 +297,11 @@ def summary(errors: list[dict]) -> str:
 
 # --- responses --------------------------------------------------------------------------------
 
+
 class Prediction(BaseModel):
-    prediction: Literal[0, 1] = Field(description="1 = heart disease present "
-                                                  "(probability >= threshold), 0 = absent")
+    prediction: Literal[0, 1] = Field(
+        description="1 = heart disease present (probability >= threshold), 0 = absent"
+    )
     probability: float = Field(ge=0, le=1, description="P(heart disease)")
     threshold: float = Field(description="decision threshold of this model version")
     model_version: str
@@ -273,7 +331,8 @@ class Health(BaseModel):
     model_loaded: bool
     model_version: str | None
     registry_reachable: bool | None = Field(
-        description="at the last check of the registry; null before the first check")
+        description="at the last check of the registry; null before the first check"
+    )
     registry_checked_at: str | None
     last_error: str | None
 

@@ -1,0 +1,55 @@
+"""Request bodies of the prediction routes: read the raw JSON bytes within the limits, then
+parse and validate them in one pass (pydantic-core, schemas.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from pydantic import TypeAdapter, ValidationError
+
+from heart_mlops.api import schemas
+from heart_mlops.api.errors import ApiError
+
+JSON = "application/json"
+
+
+async def read_json(request: Request, max_bytes: int) -> bytes:
+    """The raw body of a JSON request, at most `max_bytes` bytes, read as it streams in.
+
+    Raises ApiError 415 unless the Content-Type is application/json or `*/*+json` (parameters
+    such as charset allowed), 413 when the declared Content-Length or the bytes read exceed
+    `max_bytes`.
+    """
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != JSON and not media.endswith("+json"):
+        raise ApiError(415, f"Content-Type must be {JSON}, got '{media or 'none'}'")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(
+            413,
+            f"the body has {declared} bytes; at most {max_bytes} allowed "
+            "(HEART_MLOPS_API_MAX_BODY_BYTES)",
+        )
+    body, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(
+                413, f"the body exceeds {max_bytes} bytes (HEART_MLOPS_API_MAX_BODY_BYTES)"
+            )
+        body.append(chunk)
+    return b"".join(body)
+
+
+def parse(adapter: TypeAdapter, body: bytes, *, max_rows: int) -> Any:
+    """`body` (JSON bytes) validated by `adapter` into its type.
+
+    Raises ApiError 422 naming each field, value and what is allowed (at most
+    schemas.MAX_ERRORS_SHOWN errors); `max_rows` is the batch limit quoted in its messages.
+    """
+    try:
+        return adapter.validate_json(body)
+    except ValidationError as exc:
+        errors = schemas.describe_errors(exc, max_rows=max_rows)
+        raise ApiError(422, schemas.summary(errors), errors) from None
