@@ -92,18 +92,21 @@ def train_champion(settings: Settings, candidate: str) -> None:
     path = settings.home_dir / "bench_model_params.yaml"
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(only))
-    quick = settings.model_copy(update={"model_params_path": path, "cv_folds": 3,
-                                        "cv_repeats": 1, "tuning_trials": 0})
+    quick = settings.model_copy(
+        update={"model_params_path": path, "cv_folds": 3, "cv_repeats": 1, "tuning_trials": 0}
+    )
     result = run_pipeline(quick)
     if not result.registered.champion:
-        raise SystemExit(f"the trained {candidate} did not become champion: "
-                         f"{result.registered.decision}")
+        raise SystemExit(
+            f"the trained {candidate} did not become champion: {result.registered.decision}"
+        )
 
 
 def start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     log = log_path.open("wb")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(process: subprocess.Popen | None) -> None:
@@ -131,15 +134,17 @@ def wait_ready(server: Server) -> None:
     raise SystemExit(f"{server.name} not ready after {STARTUP_SECONDS}s")
 
 
-async def measure(server: Server, scenario: Scenario, rows: list[list[float]],
-                  seconds: float) -> Measurement:
-    body = server.body(rows[:scenario.rows])
+async def measure(
+    server: Server, scenario: Scenario, rows: list[list[float]], seconds: float
+) -> Measurement:
+    body = server.body(rows[: scenario.rows])
     path = server.path(scenario.rows)
     result = Measurement()
     deadline = time.perf_counter() + seconds
     sent = 0
-    limits = httpx.Limits(max_connections=scenario.concurrency,
-                          max_keepalive_connections=scenario.concurrency)
+    limits = httpx.Limits(
+        max_connections=scenario.concurrency, max_keepalive_connections=scenario.concurrency
+    )
 
     async def user(client: httpx.AsyncClient) -> None:
         nonlocal sent
@@ -181,29 +186,48 @@ def _seconds(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def measure_wrk(server: Server, scenario: Scenario, rows: list[list[float]],
-                seconds: float, workdir: Path) -> Measurement:
+def measure_wrk(
+    server: Server, scenario: Scenario, rows: list[list[float]], seconds: float, workdir: Path
+) -> Measurement:
     """One wrk run (one thread, `concurrency` connections, bounded by `seconds`)."""
     body = workdir / f"{server.name}-{scenario.rows}.json"
-    body.write_text(json.dumps(server.body(rows[:scenario.rows])))
+    body.write_text(json.dumps(server.body(rows[: scenario.rows])))
     script = workdir / f"{server.name}-{scenario.rows}.lua"
     script.write_text(_WRK_SCRIPT.format(body=body))
     completed = subprocess.run(
-        ["wrk", "-t1", f"-c{scenario.concurrency}", f"-d{seconds:g}s", "--latency",
-         "--timeout", "60s", "-s", str(script), server.url + server.path(scenario.rows)],
-        capture_output=True, text=True, timeout=seconds + 120, check=True)
+        [
+            "wrk",
+            "-t1",
+            f"-c{scenario.concurrency}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "--timeout",
+            "60s",
+            "-s",
+            str(script),
+            server.url + server.path(scenario.rows),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
+    )
     out = completed.stdout
     requests, duration = re.search(r"(\d+) requests in ([\d.]+\w+)", out).groups()
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failures = (int(non_2xx.group(1)) if non_2xx else 0) + (
-        sum(map(int, errors.groups())) if errors else 0)
+        sum(map(int, errors.groups())) if errors else 0
+    )
     ok = int(requests) - failures
-    return Measurement(seconds=_seconds(duration), rows=ok * scenario.rows, requests=ok,
-                       p50=_seconds(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
-                       p99=_seconds(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
-                       failures=failures)
+    return Measurement(
+        seconds=_seconds(duration),
+        rows=ok * scenario.rows,
+        requests=ok,
+        p50=_seconds(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        p99=_seconds(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        failures=failures,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -213,8 +237,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def table(results: dict[tuple[str, str], list[Measurement]], scenarios: list[Scenario]) -> str:
-    lines = ["| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     summary = {}
     for scenario in scenarios:
         for name in ("api", "mlflow"):
@@ -226,36 +252,52 @@ def table(results: dict[tuple[str, str], list[Measurement]], scenarios: list[Sce
             else:  # wrk's percentiles per round: their median
                 p50 = statistics.median(r.p50 for r in runs)
                 p99 = statistics.median(r.p99 for r in runs)
-            stats = {"rps": sum(r.requests for r in runs) / seconds,
-                     "rows": sum(r.rows for r in runs) / seconds,
-                     "p50": p50 * 1e3, "p99": p99 * 1e3,
-                     "failed": sum(r.failures for r in runs)}
+            stats = {
+                "rps": sum(r.requests for r in runs) / seconds,
+                "rows": sum(r.rows for r in runs) / seconds,
+                "p50": p50 * 1e3,
+                "p99": p99 * 1e3,
+                "failed": sum(r.failures for r in runs),
+            }
             summary[(scenario.name, name)] = stats
-            lines.append(f"| {scenario.name} | {'this API' if name == 'api' else 'mlflow'} | "
-                         f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.1f} | "
-                         f"{stats['p99']:.1f} | {stats['failed']} |")
+            lines.append(
+                f"| {scenario.name} | {'this API' if name == 'api' else 'mlflow'} | "
+                f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.1f} | "
+                f"{stats['p99']:.1f} | {stats['failed']} |"
+            )
         api, peer = summary[(scenario.name, "api")], summary[(scenario.name, "mlflow")]
         ratio = {key: api[key] / peer[key] for key in ("rps", "rows", "p50", "p99")}
-        lines.append(f"| {scenario.name} | **ratio API/MLflow** | **{ratio['rps']:.1f}x** | "
-                     f"**{ratio['rows']:.1f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |")
+        lines.append(
+            f"| {scenario.name} | **ratio API/MLflow** | **{ratio['rps']:.1f}x** | "
+            f"**{ratio['rows']:.1f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--home", type=Path, help="store to serve from (HEART_MLOPS_HOME); "
-                        "default: the settings' home")
-    parser.add_argument("--train", metavar="CANDIDATE",
-                        help="first train a quick store whose champion is this candidate "
-                             "(e.g. random_forest, logistic_regression, svm)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help="store to serve from (HEART_MLOPS_HOME); default: the settings' home",
+    )
+    parser.add_argument(
+        "--train",
+        metavar="CANDIDATE",
+        help="first train a quick store whose champion is this candidate "
+        "(e.g. random_forest, logistic_regression, svm)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--api-port", type=int, default=18810)
     parser.add_argument("--mlflow-port", type=int, default=18811)
     parser.add_argument("--output", type=Path, help="also write the table here")
-    parser.add_argument("--client", choices=("wrk", "httpx"),
-                        default="wrk" if shutil.which("wrk") else "httpx",
-                        help="load generator (default: wrk when installed)")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "httpx"),
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="load generator (default: wrk when installed)",
+    )
     args = parser.parse_args()
     for port in (args.api_port, args.mlflow_port):
         if not 18800 <= port <= 18899:
@@ -268,50 +310,99 @@ def main() -> None:
     settings = Settings()
     if args.train:
         train_champion(settings, args.train)
-    env.update({"MLFLOW_TRACKING_URI": settings.tracking_uri, "HEART_MLOPS_API_POLL_SECONDS": "0",
-                "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "HEART_MLOPS_API_POLL_SECONDS": "0",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # mlflow runs `uvicorn`
     api = Server("api", f"http://{HOST}:{args.api_port}", "/health/ready")
     mlflow = Server("mlflow", f"http://{HOST}:{args.mlflow_port}", "/ping")
-    rows = (pd.read_csv(ROOT / "data" / "heart.csv").loc[:, list(FEATURES)]
-            .head(1000).astype(float).to_numpy().tolist())
-    scenarios = [Scenario("1 row, concurrency 1", 1, 1), Scenario("1 row, concurrency 32", 32, 1),
-                 Scenario("1000-row batch, concurrency 1", 1, 1000)]
+    rows = (
+        pd.read_csv(ROOT / "data" / "heart.csv")
+        .loc[:, list(FEATURES)]
+        .head(1000)
+        .astype(float)
+        .to_numpy()
+        .tolist()
+    )
+    scenarios = [
+        Scenario("1 row, concurrency 1", 1, 1),
+        Scenario("1 row, concurrency 32", 32, 1),
+        Scenario("1000-row batch, concurrency 1", 1, 1000),
+    ]
     logs = Path(tempfile.mkdtemp(prefix="bench-api-"))
     try:
-        api.process = start([str(bin_dir / "heart-mlops"), "serve", "--host", HOST, "--port",
-                             str(args.api_port), "--workers", "1"], env, logs / "api.log")
-        mlflow.process = start([str(bin_dir / "mlflow"), "models", "serve", "-m",
-                                f"models:/{settings.model_name}@champion", "--env-manager",
-                                "local", "--host", HOST, "--port", str(args.mlflow_port),
-                                "--workers", "1"], env, logs / "mlflow.log")
+        api.process = start(
+            [
+                str(bin_dir / "heart-mlops"),
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(args.api_port),
+                "--workers",
+                "1",
+            ],
+            env,
+            logs / "api.log",
+        )
+        mlflow.process = start(
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{settings.model_name}@champion",
+                "--env-manager",
+                "local",
+                "--host",
+                HOST,
+                "--port",
+                str(args.mlflow_port),
+                "--workers",
+                "1",
+            ],
+            env,
+            logs / "mlflow.log",
+        )
         wait_ready(api)
         wait_ready(mlflow)
         info = httpx.get(api.url + "/model/info", timeout=10).json()
         results: dict[tuple[str, str], list[Measurement]] = {
-            (s.name, n): [] for s in scenarios for n in ("api", "mlflow")}
+            (s.name, n): [] for s in scenarios for n in ("api", "mlflow")
+        }
         for round_number in range(args.rounds):
             order = (api, mlflow) if round_number % 2 == 0 else (mlflow, api)
             for scenario in scenarios:
                 for server in order:
-                    result = (measure_wrk(server, scenario, rows, args.seconds, logs)
-                              if args.client == "wrk" else
-                              asyncio.run(measure(server, scenario, rows, args.seconds)))
+                    result = (
+                        measure_wrk(server, scenario, rows, args.seconds, logs)
+                        if args.client == "wrk"
+                        else asyncio.run(measure(server, scenario, rows, args.seconds))
+                    )
                     results[(scenario.name, server.name)].append(result)
-                    print(f"round {round_number + 1} {scenario.name} {server.name}: "
-                          f"{result.requests / result.seconds:.1f} req/s", file=sys.stderr)
+                    print(
+                        f"round {round_number + 1} {scenario.name} {server.name}: "
+                        f"{result.requests / result.seconds:.1f} req/s",
+                        file=sys.stderr,
+                    )
     except BaseException:
         print(f"server logs kept in {logs}", file=sys.stderr)
         raise
     finally:
         stop(api.process)
         stop(mlflow.process)
-    report = (f"Champion: {settings.model_name} v{info['version']} ({info['model_type']}, "
-              f"{info['runtime']} runtime here); {args.rounds} rounds of {args.seconds:g}s per "
-              f"measurement, one worker each, {os.cpu_count()} CPUs, load by {args.client}.\n\n"
-              + table(results, scenarios))
+    report = (
+        f"Champion: {settings.model_name} v{info['version']} ({info['model_type']}, "
+        f"{info['runtime']} runtime here); {args.rounds} rounds of {args.seconds:g}s per "
+        f"measurement, one worker each, {os.cpu_count()} CPUs, load by {args.client}.\n\n"
+        + table(results, scenarios)
+    )
     print(report)
     if args.output:
         args.output.write_text(report + "\n")

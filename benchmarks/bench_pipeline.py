@@ -28,8 +28,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--cv-repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--tuning-cv-repeats", type=int, nargs="+",
-                        default=[Settings.model_fields["tuning_cv_repeats"].default])
+    parser.add_argument(
+        "--tuning-cv-repeats",
+        type=int,
+        nargs="+",
+        default=[Settings.model_fields["tuning_cv_repeats"].default],
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
@@ -38,15 +42,21 @@ def main() -> None:
     for round_number in range(args.rounds):
         for value in args.tuning_cv_repeats:
             with tempfile.TemporaryDirectory() as home:
-                settings = Settings(home=Path(home), tuning_trials=args.trials,
-                                    cv_repeats=args.cv_repeats, tuning_cv_repeats=value)
+                settings = Settings(
+                    home=Path(home),
+                    tuning_trials=args.trials,
+                    cv_repeats=args.cv_repeats,
+                    tuning_cv_repeats=value,
+                )
                 runs[value].append(run_pipeline(settings, run_key=f"bench-{round_number}"))
 
     first = args.tuning_cv_repeats[0]
     rounds = [result.timings for result in runs[first]]
     total = statistics.median(sum(r.values()) for r in rounds)
-    print(f"pipeline: {args.trials} trials ({first} CV repeat(s) each), {args.cv_repeats}x "
-          f"repeated 5-fold CV, {args.rounds} round(s), median seconds\n")
+    print(
+        f"pipeline: {args.trials} trials ({first} CV repeat(s) each), {args.cv_repeats}x "
+        f"repeated 5-fold CV, {args.rounds} round(s), median seconds\n"
+    )
     print("| step | seconds | share |\n| --- | ---: | ---: |")
     for step in rounds[0]:
         seconds = statistics.median(r[step] for r in rounds)
@@ -67,15 +77,18 @@ def _compare(runs: dict[int, list], first: int) -> None:
         return sum(result.timings.values())
 
     metric = f"cv_{runs[first][0].tuned.selection_metric}_mean"
-    print(f"\n| CV repeats per trial | tune s | tune vs {first} | whole vs {first} | chosen | "
-          f"{metric} (fresh folds) |\n| ---: | ---: | ---: | ---: | --- | ---: |")
+    print(
+        f"\n| CV repeats per trial | tune s | tune vs {first} | whole vs {first} | chosen | "
+        f"{metric} (fresh folds) |\n| ---: | ---: | ---: | ---: | --- | ---: |"
+    )
     for value, results in runs.items():
-        chosen = ", ".join(sorted({f"{r.tuned.name} {r.tuned.label}"
-                                   for r in results}))
-        print(f"| {value} | {median(value, tune):.1f} | "
-              f"{median(value, tune) / median(first, tune):.2f} | "
-              f"{median(value, whole) / median(first, whole):.2f} | {chosen} | "
-              f"{median(value, lambda r: r.tuned.cv[metric]):.4f} |")
+        chosen = ", ".join(sorted({f"{r.tuned.name} {r.tuned.label}" for r in results}))
+        print(
+            f"| {value} | {median(value, tune):.1f} | "
+            f"{median(value, tune) / median(first, tune):.2f} | "
+            f"{median(value, whole) / median(first, whole):.2f} | {chosen} | "
+            f"{median(value, lambda r: r.tuned.cv[metric]):.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def updated(text: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise SystemExit(f"{COMPOSE_FILE.name}: markers of the generated block not found")
-    return text[:start] + block() + text[end + len(END):]
+    return text[:start] + block() + text[end + len(END) :]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     new = updated(text)
     if args.check:
         if new != text:
-            print(f"{COMPOSE_FILE.name} is out of date: run python scripts/compose_stack_env.py",
-                  file=sys.stderr)
+            print(
+                f"{COMPOSE_FILE.name} is out of date: run python scripts/compose_stack_env.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if new != text:

@@ -49,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write .env with fresh secrets from env.example.")
     parser.add_argument("--template", type=Path, default=ROOT / "env.example")
     parser.add_argument("--output", type=Path, default=ROOT / ".env")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing file (then reset the volumes: "
-                             "docker compose --profile all down --volumes)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing file (then reset the volumes: "
+        "docker compose --profile all down --volumes)",
+    )
     args = parser.parse_args(argv)
     if args.output.exists() and not args.force:
         print(f"{args.output} exists, kept as it is (use --force to replace it)", file=sys.stderr)

@@ -41,8 +41,14 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("=", "wall time by tier")
     for tier, times in sorted(tiers.items()):
         terminalreporter.write_line(f"{tier:<12} {len(times):>4} tests {sum(times):>8.1f} s")
-    heavy = sorted(((seconds, nodeid) for nodeid, seconds in _wall_time.items()
-                    if _tier_of.get(nodeid, "fast") != "fast"), reverse=True)
+    heavy = sorted(
+        (
+            (seconds, nodeid)
+            for nodeid, seconds in _wall_time.items()
+            if _tier_of.get(nodeid, "fast") != "fast"
+        ),
+        reverse=True,
+    )
     if heavy:
         terminalreporter.write_sep("-", "heavy tests, wall time")
         for seconds, nodeid in heavy:
@@ -53,8 +59,7 @@ def pytest_terminal_summary(terminalreporter):
 def _isolated_environment():
     """Tests never read the developer's settings or stores."""
     for key in list(os.environ):
-        if key.startswith("HEART_MLOPS_") or key in ("MLFLOW_TRACKING_URI",
-                                                      "MLFLOW_REGISTRY_URI"):
+        if key.startswith("HEART_MLOPS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
             del os.environ[key]
     os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning"
     yield
@@ -96,12 +101,19 @@ def s3_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("s3")
     port = free_port()
     access_key, secret_key = secrets.token_hex(8), secrets.token_hex(16)
-    process = subprocess.Popen(rclone_s3_command(root, port, access_key, secret_key),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        rclone_s3_command(root, port, access_key, secret_key),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
-        yield {"endpoint": f"http://127.0.0.1:{port}", "access_key": access_key,
-               "secret_key": secret_key, "root": root}
+        yield {
+            "endpoint": f"http://127.0.0.1:{port}",
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "root": root,
+        }
     finally:
         process.terminate()
         process.wait(timeout=10)

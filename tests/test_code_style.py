@@ -13,6 +13,7 @@ LINTED = ["src", "tests", "benchmarks", "airflow", "scripts"]  # as the Makefile
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=" ".join)
 def test_ruff(command):
-    result = subprocess.run([tool("ruff"), *command, *LINTED], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [tool("ruff"), *command, *LINTED], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -45,7 +45,8 @@ def test_duplicates_are_removed_before_any_split(csv_dataset):
 
 def test_fingerprint_is_the_files_sha256(csv_dataset):
     assert csv_dataset.sha256 == (
-        "ea77cdebac756ab984173c29107ccf4848577fffb77b5848a65e0426d473589b")
+        "ea77cdebac756ab984173c29107ccf4848577fffb77b5848a65e0426d473589b"
+    )
 
 
 def test_no_patient_is_in_both_holdout_and_training(csv_dataset):
@@ -58,7 +59,8 @@ def test_no_patient_is_in_both_holdout_and_training(csv_dataset):
 
 
 def test_every_csv_patient_is_a_uci_patient_with_same_features_and_diagnosis(
-        csv_dataset, uci_dataset):
+    csv_dataset, uci_dataset
+):
     csv, uci = csv_dataset.frame, uci_dataset.frame
     assert len(uci) == 303  # the UCI file has one more patient
     joined = csv.merge(uci, on=JOIN_KEYS, suffixes=("_csv", "_uci"), validate="one_to_one")
@@ -94,13 +96,21 @@ def _csv_with(change) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda f: f.drop(columns=["chol"], inplace=True), "missing column(s) chol"),
-    (lambda f: f.loc.__setitem__((3, "cp"), 7), "column 'cp': rows 4 hold 7"),
-    (lambda f: f.loc.__setitem__((0, "age"), 300), "column 'age': rows 1 hold 300"),
-    (lambda f: f.__setitem__("thalach", f["thalach"].astype(object))
-     or f.loc.__setitem__((5, "thalach"), "high"), "column 'thalach' must be numeric"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda f: f.drop(columns=["chol"], inplace=True), "missing column(s) chol"),
+        (lambda f: f.loc.__setitem__((3, "cp"), 7), "column 'cp': rows 4 hold 7"),
+        (lambda f: f.loc.__setitem__((0, "age"), 300), "column 'age': rows 1 hold 300"),
+        (
+            lambda f: (
+                f.__setitem__("thalach", f["thalach"].astype(object))
+                or f.loc.__setitem__((5, "thalach"), "high")
+            ),
+            "column 'thalach' must be numeric",
+        ),
+    ],
+)
 def test_invalid_data_is_reported_with_column_rows_and_allowed_values(change, expected):
     with pytest.raises(DataError) as error:
         load_bytes(_csv_with(change))
@@ -112,13 +122,16 @@ def test_report_names_allowed_values():
         load_bytes(_csv_with(lambda f: f.loc.__setitem__((3, "cp"), 7)))
 
 
-@pytest.mark.parametrize("payload, expected", [
-    (b"", "empty"),
-    (b"   \n", "empty"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a CSV|fields|column"),
-    (b"hello,world\n1,2\n", "missing column"),
-    (b"1,2,3\n4,5,6\n", "14 comma-separated fields"),
-])
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a CSV|fields|column"),
+        (b"hello,world\n1,2\n", "missing column"),
+        (b"1,2,3\n4,5,6\n", "14 comma-separated fields"),
+    ],
+)
 def test_unreadable_files_give_one_clear_error(payload, expected):
     with pytest.raises(DataError, match=expected):
         load_bytes(payload)
@@ -163,21 +176,26 @@ def _heart_with_extra_columns(kind: str) -> bytes:
     if kind == "pandas index":  # pandas' default to_csv: an unnamed index column first
         return frame.to_csv().encode()
     if kind == "record id":  # every row unique through a numeric id
-        return frame.assign(record_id=range(10_000, 10_000 + len(frame))).to_csv(
-            index=False).encode()
+        return (
+            frame.assign(record_id=range(10_000, 10_000 + len(frame))).to_csv(index=False).encode()
+        )
     # text columns: a site name and free-text notes, different on every row
     frame.insert(0, "site", "Cleveland")
     frame["note"] = [f"visit {i}" for i in range(len(frame))]
     return frame.to_csv(index=False).encode()
 
 
-@pytest.mark.parametrize("kind, ignored", [
-    ("pandas index", ["Unnamed: 0"]),
-    ("record id", ["record_id"]),
-    ("text columns", ["site", "note"]),
-])
+@pytest.mark.parametrize(
+    "kind, ignored",
+    [
+        ("pandas index", ["Unnamed: 0"]),
+        ("record id", ["record_id"]),
+        ("text columns", ["site", "note"]),
+    ],
+)
 def test_columns_the_model_does_not_use_are_named_ignored_and_never_hide_duplicates(
-        kind, ignored, csv_dataset):
+    kind, ignored, csv_dataset
+):
     dataset = load_bytes(_heart_with_extra_columns(kind))
     assert dataset.ignored_columns == tuple(ignored)
     assert dataset.fingerprint["ignored_columns"] == ignored

@@ -33,8 +33,9 @@ class Service:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_for_port(self.port, self.startup_timeout)
 
     def stop(self) -> None:
@@ -56,8 +57,9 @@ def s3_service(tmp_path, monkeypatch):
     root, port = tmp_path / "s3", free_port()
     (root / "data").mkdir(parents=True)
     access_key, secret_key = secrets.token_hex(8), secrets.token_hex(16)
-    service = Service(rclone_s3_command(root, port, access_key, secret_key), port,
-                      tmp_path / "s3.log")
+    service = Service(
+        rclone_s3_command(root, port, access_key, secret_key), port, tmp_path / "s3.log"
+    )
     service.root, service.endpoint = root, f"http://127.0.0.1:{port}"
     use_s3(monkeypatch, service.endpoint, access_key, secret_key)
     service.start()
@@ -89,10 +91,17 @@ def test_mlflow_outage_at_registration_registers_nothing_and_a_rerun_succeeds(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast: no 2-minute backoff
     port = free_port()
     server = Service(
-        mlflow_server_command(f"sqlite:///{tmp_path / 'mlflow.db'}", port,
-                              "--serve-artifacts", "--artifacts-destination",
-                              (tmp_path / "artifacts").as_uri()),
-        port, tmp_path / "mlflow.log", startup_timeout=120)
+        mlflow_server_command(
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            port,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            (tmp_path / "artifacts").as_uri(),
+        ),
+        port,
+        tmp_path / "mlflow.log",
+        startup_timeout=120,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     settings = fast_settings(tmp_path / "home", mlflow_tracking_uri=endpoint)
     server.start()
@@ -105,8 +114,7 @@ def test_mlflow_outage_at_registration_registers_nothing_and_a_rerun_succeeds(
 
     try:
         with pytest.raises(RegistryError, match=endpoint):
-            run_pipeline(settings, run_key="mlflow-outage",
-                         on_step=stop_server_before_registration)
+            run_pipeline(settings, run_key="mlflow-outage", on_step=stop_server_before_registration)
         assert "register_model" not in steps
 
         server.start()
@@ -114,8 +122,7 @@ def test_mlflow_outage_at_registration_registers_nothing_and_a_rerun_succeeds(
         name = settings.model_name
         assert registry.client().search_model_versions(f"name = '{name}'") == []
 
-        registered = register_model(settings, steps["tune_best_model"],
-                                    steps["preprocess_data"])
+        registered = register_model(settings, steps["tune_best_model"], steps["preprocess_data"])
         assert registered.version == "1" and registered.champion is True
         assert registry.version_by_alias(name, registry.CHAMPION).version == "1"
         assert len(registry.client().search_model_versions(f"name = '{name}'")) == 1

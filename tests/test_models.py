@@ -37,15 +37,21 @@ candidates:
     assert model.predict_proba(X).shape == (60, 2)
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("candidates: {}", "non-empty mapping"),
-    ("candidates:\n  x: {estimator: os.system}", "not allowed"),
-    ("candidates:\n  x: {estimator: sklearn.svm.Nope}", "cannot import"),
-    ("candidates:\n  x: {estimator: sklearn.svm.SVC, params: {colour: red}}", "unknown param"),
-    ("candidates:\n  x: {estimator: sklearn.svm.SVC, search: {C: {type: normal}}}", "type must"),
-    ("candidates:\n  x: {estimator: sklearn.svm.SVC, calibration: platt}", "calibration"),
-    ("candidates: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("candidates: {}", "non-empty mapping"),
+        ("candidates:\n  x: {estimator: os.system}", "not allowed"),
+        ("candidates:\n  x: {estimator: sklearn.svm.Nope}", "cannot import"),
+        ("candidates:\n  x: {estimator: sklearn.svm.SVC, params: {colour: red}}", "unknown param"),
+        (
+            "candidates:\n  x: {estimator: sklearn.svm.SVC, search: {C: {type: normal}}}",
+            "type must",
+        ),
+        ("candidates:\n  x: {estimator: sklearn.svm.SVC, calibration: platt}", "calibration"),
+        ("candidates: [", "not valid YAML"),
+    ],
+)
 def test_bad_model_params_are_named(tmp_path, yaml_text, message):
     path = tmp_path / "model_params.yaml"
     path.write_text(yaml_text)

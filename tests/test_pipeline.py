@@ -45,15 +45,19 @@ def test_version_carries_tags_model_card_and_plots(trained):
     champion = _champion(settings)
     tags = champion.tags
     assert tags["heart_mlops.data_sha256"] == (
-        "ea77cdebac756ab984173c29107ccf4848577fffb77b5848a65e0426d473589b")
+        "ea77cdebac756ab984173c29107ccf4848577fffb77b5848a65e0426d473589b"
+    )
     assert tags["heart_mlops.data_rows_distinct"] == "302"
     assert tags["heart_mlops.threshold"] == "0.5"
     assert tags["heart_mlops.promotion_decision"] == "champion"
     artifacts = {a.path for a in registry.client().list_artifacts(champion.run_id)}
     assert {"model_card.md", "data_fingerprint.json", "plots"} <= artifacts
     plots = {a.path for a in registry.client().list_artifacts(champion.run_id, "plots")}
-    assert {"plots/roc_curve.png", "plots/confusion_matrix.png",
-            "plots/calibration_curve.png"} <= plots
+    assert {
+        "plots/roc_curve.png",
+        "plots/confusion_matrix.png",
+        "plots/calibration_curve.png",
+    } <= plots
     card = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card.md")
     assert "Intended use" in card and "by sex" in card and "single hospital" in card.lower()
 
@@ -72,8 +76,9 @@ out = np.asarray(model.predict(frame))
 print(json.dumps({{"shape": list(out.shape), "p": out[:, 1].tolist(),
                   "rowsum": float(np.abs(out.sum(axis=1) - 1).max())}}))
 """
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                               timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["shape"] == [1025, 2] and result["rowsum"] < 1e-9
@@ -81,13 +86,15 @@ print(json.dumps({{"shape": list(out.shape), "p": out[:, 1].tolist(),
     assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     # P(disease) agrees with the diagnosis: high for sick patients, low for healthy ones
     import pandas as pd
+
     disease = 1 - pd.read_csv(HEART_CSV)["target"].to_numpy()
     assert p[disease == 1].mean() > 0.6 > 0.4 > p[disease == 0].mean()
 
 
 def test_disguised_missing_codes_equal_missing_values(trained):
-    model = registry.load_version(trained["settings"].model_name,
-                                  registry.version_of(_champion(trained["settings"])))
+    model = registry.load_version(
+        trained["settings"].model_name, registry.version_of(_champion(trained["settings"]))
+    )
     row = np.array([[63, 1, 3, 145, 0, 1, 0, 150, 0, 2.3, 0, 4, 0]], dtype=float)
     with_nan = row.copy()
     with_nan[0, [FEATURES.index("chol"), FEATURES.index("ca"), FEATURES.index("thal")]] = np.nan
@@ -107,14 +114,16 @@ def test_second_run_on_same_data_registers_a_challenger(trained):
     tags = challenger.tags
     assert tags["heart_mlops.promotion_decision"] == "challenger"
     assert float(tags["heart_mlops.promotion_holdout_roc_auc"]) <= float(
-        tags["heart_mlops.promotion_champion_holdout_roc_auc"])
+        tags["heart_mlops.promotion_champion_holdout_roc_auc"]
+    )
 
 
 def test_synthetic_model_is_registered_but_never_champion(trained):
     settings = trained["settings"]
     before = registry.version_of(_champion(settings))
-    result = run_pipeline(settings.with_run_options(tuning_trials=0), synthetic=True,
-                          run_key="test-synthetic")
+    result = run_pipeline(
+        settings.with_run_options(tuning_trials=0), synthetic=True, run_key="test-synthetic"
+    )
     registered = result.registered
     assert registered.synthetic and not registered.champion
     assert "synthetic" in registered.decision
@@ -137,26 +146,32 @@ def test_a_version_above_the_leak_threshold_is_registered_but_never_champion(fre
     assert _champion(settings) is None
 
 
-def test_duplicates_disguised_by_an_index_column_are_removed_before_training(fresh_settings,
-                                                                            tmp_path):
+def test_duplicates_disguised_by_an_index_column_are_removed_before_training(
+    fresh_settings, tmp_path
+):
     saved_back = tmp_path / "heart-with-index.csv"
     pd.read_csv(PROJECT_ROOT / "data" / "heart.csv").to_csv(saved_back)  # pandas' default
     settings = fresh_settings.model_copy(update={"tuning_trials": 0})
     result = run_pipeline(settings, data_uri=str(saved_back), run_key="test-index-column")
     fingerprint = result.data.fingerprint
     assert fingerprint["ignored_columns"] == ["Unnamed: 0"]
-    assert fingerprint["duplicates_removed"] == 723 and result.data.rows_train + \
-        result.data.rows_holdout == 302
+    assert (
+        fingerprint["duplicates_removed"] == 723
+        and result.data.rows_train + result.data.rows_holdout == 302
+    )
     cv_auc = result.registered.cv["cv_roc_auc_mean"]
     assert 0.8 < cv_auc < settings.leak_threshold
     assert result.registered.champion
 
 
-@pytest.mark.parametrize("payload", [
-    b"age,sex\n1,2\n",                                  # missing columns
-    HEART_CSV.read_bytes().replace(b"\n52,1,0,", b"\n52,1,9,", 1),  # unknown cp code
-    b"",                                                 # empty file
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"age,sex\n1,2\n",  # missing columns
+        HEART_CSV.read_bytes().replace(b"\n52,1,0,", b"\n52,1,9,", 1),  # unknown cp code
+        b"",  # empty file
+    ],
+)
 def test_bad_data_registers_nothing_and_leaves_no_successful_run(trained, tmp_path, payload):
     settings = trained["settings"]
     champion = registry.version_of(_champion(settings))
@@ -167,9 +182,11 @@ def test_bad_data_registers_nothing_and_leaves_no_successful_run(trained, tmp_pa
         run_pipeline(settings, data_uri=str(bad), run_key=f"test-bad-{tmp_path.name}")
     assert registry.version_of(_champion(settings)) == champion
     assert len(_versions(settings)) == versions
-    runs = mlflow.search_runs(experiment_names=[settings.experiment_name],
-                              filter_string=f"tags.`heart_mlops.pipeline_run` = "
-                                            f"'test-bad-{tmp_path.name}'", output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=[settings.experiment_name],
+        filter_string=f"tags.`heart_mlops.pipeline_run` = 'test-bad-{tmp_path.name}'",
+        output_format="list",
+    )
     assert runs and all(run.info.status == "FAILED" for run in runs)
 
 
@@ -217,8 +234,15 @@ def test_each_tuning_trial_is_scored_on_tuning_cv_repeats(trained, repeats):
         params, best = tuning.search(candidate, train, settings, trials=1, metric="roc_auc")
     model = candidate.build(params, seed=settings.seed)
     expected = {
-        r: cv_score(model, train, "roc_auc", folds=settings.cv_folds, repeats=r,
-                    seed=settings.seed, n_jobs=1)
+        r: cv_score(
+            model,
+            train,
+            "roc_auc",
+            folds=settings.cv_folds,
+            repeats=r,
+            seed=settings.seed,
+            n_jobs=1,
+        )
         for r in (1, 2)
     }
     assert expected[1] != expected[2]  # the two settings are told apart

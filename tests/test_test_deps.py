@@ -54,8 +54,9 @@ def apt_calls(tree: Path) -> list[str]:
 
 
 def test_not_root_and_a_package_missing_stops_at_once_with_one_message(tree):
-    result, seconds = run_script(tree, f"# comment\n{MISSING}  no-such-command\nbash bash\n",
-                                 as_nobody=True)
+    result, seconds = run_script(
+        tree, f"# comment\n{MISSING}  no-such-command\nbash bash\n", as_nobody=True
+    )
     assert result.returncode == 1 and seconds < 10
     assert result.stdout == ""
     message = result.stderr
@@ -69,8 +70,7 @@ def test_not_root_and_a_package_missing_stops_at_once_with_one_message(tree):
 def test_as_root_installs_only_what_is_missing(tree):
     result, _ = run_script(tree, f"{MISSING}  no-such-command\nbash  bash\n")
     assert result.returncode == 0, result.stderr
-    assert apt_calls(tree) == ["update -qq",
-                               f"install -y -qq --no-install-recommends {MISSING}"]
+    assert apt_calls(tree) == ["update -qq", f"install -y -qq --no-install-recommends {MISSING}"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing needs root")
@@ -83,7 +83,10 @@ def test_as_root_with_nothing_missing_asks_no_package_index(tree):
 def test_the_suites_list_names_each_command_once():
     from tests.support import debian_packages
 
-    lines = [line.split() for line in (ROOT / "tests" / "debian-packages.txt").read_text()
-             .splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line.split()
+        for line in (ROOT / "tests" / "debian-packages.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert all(len(fields) == 2 for fields in lines), lines
     assert len(debian_packages()) == len(lines) >= 1

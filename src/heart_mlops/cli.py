@@ -19,8 +19,11 @@ from heart_mlops.settings import Settings
 if TYPE_CHECKING:
     from heart_mlops.step_results import PipelineResult
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train, track, register and serve the heart-disease classifier.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train, track, register and serve the heart-disease classifier.",
+)
 console = Console(stderr=True)
 state = {"debug": False}
 
@@ -29,8 +32,10 @@ state = {"debug": False}
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False):
     state["debug"] = debug
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
     if not debug:
@@ -65,11 +70,11 @@ def _run_settings(metric: str | None, trials: int | None = None) -> Settings:
 @app.command()
 def train(
     data: Annotated[str | None, typer.Option(help="Data file: path, file:// or s3:// URI.")] = None,
-    synthetic: Annotated[bool, typer.Option(help="Use seeded synthetic data (never champion).")
-                         ] = False,
+    synthetic: Annotated[
+        bool, typer.Option(help="Use seeded synthetic data (never champion).")
+    ] = False,
     trials: Annotated[int | None, typer.Option(help="Tuning trials (default: setting).")] = None,
-    metric: Annotated[str | None, typer.Option(help="Selection metric (default: roc_auc).")
-                      ] = None,
+    metric: Annotated[str | None, typer.Option(help="Selection metric (default: roc_auc).")] = None,
 ):
     """Run the whole pipeline in this process and print the results table."""
     from heart_mlops.pipeline import run_pipeline
@@ -79,6 +84,7 @@ def train(
         raise _fail(HeartMlopsError("--data and --synthetic exclude each other"))
     try:
         with console.status("starting") as status:
+
             def on_step(name: str, seconds: float, result) -> None:
                 console.print(f"[green]✓[/] {name} ({seconds:.1f}s)")
                 status.update(f"after {name}")
@@ -94,27 +100,41 @@ def print_summary(result: PipelineResult) -> None:
     out = Console()
     metric = result.best.selection_metric
     table = Table(title="Candidates (CV on the training part, holdout reported only)")
-    for column in ("candidate", f"CV {metric}", "CV ROC-AUC", "CV accuracy", "holdout ROC-AUC",
-                   "holdout accuracy"):
+    for column in (
+        "candidate",
+        f"CV {metric}",
+        "CV ROC-AUC",
+        "CV accuracy",
+        "holdout ROC-AUC",
+        "holdout accuracy",
+    ):
         table.add_column(column)
     for e in result.evaluations:
         m = e.metrics
-        table.add_row(e.name, f"{m[f'cv_{metric}_mean']:.4f}",
-                      f"{m['cv_roc_auc_mean']:.4f} ± {m['cv_roc_auc_std']:.4f}",
-                      f"{m['cv_accuracy_mean']:.4f}", f"{m['holdout_roc_auc']:.4f}",
-                      f"{m['holdout_accuracy']:.4f}")
+        table.add_row(
+            e.name,
+            f"{m[f'cv_{metric}_mean']:.4f}",
+            f"{m['cv_roc_auc_mean']:.4f} ± {m['cv_roc_auc_std']:.4f}",
+            f"{m['cv_accuracy_mean']:.4f}",
+            f"{m['holdout_roc_auc']:.4f}",
+            f"{m['holdout_accuracy']:.4f}",
+        )
     out.print(table)
     reg = result.registered
-    out.print(f"best: [bold]{reg.candidate}[/] ({reg.label}, {result.tuned.trials} trials) "
-              f"CV ROC-AUC {reg.cv['cv_roc_auc_mean']:.4f}, holdout accuracy "
-              f"{reg.holdout['holdout_accuracy']:.4f}")
+    out.print(
+        f"best: [bold]{reg.candidate}[/] ({reg.label}, {result.tuned.trials} trials) "
+        f"CV ROC-AUC {reg.cv['cv_roc_auc_mean']:.4f}, holdout accuracy "
+        f"{reg.holdout['holdout_accuracy']:.4f}"
+    )
     alias = "[bold green]champion[/]" if reg.champion else "challenger"
     out.print(f"registered {reg.model_name} version {reg.version}: {alias} ({reg.decision})")
     data = result.data.fingerprint
     ignored = ", ".join(data["ignored_columns"])
-    out.print(f"data: {data['rows_raw']} rows, {data['duplicates_removed']} duplicates removed, "
-              f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}"
-              + (f"; columns ignored: {ignored}" if ignored else ""))
+    out.print(
+        f"data: {data['rows_raw']} rows, {data['duplicates_removed']} duplicates removed, "
+        f"{data['rows_distinct']} patients, sha256 {data['sha256'][:12]}"
+        + (f"; columns ignored: {ignored}" if ignored else "")
+    )
 
 
 @app.command()
@@ -134,19 +154,29 @@ def tune(
     try:
         candidates = load_candidates(settings.model_params_path)
         if model not in candidates:
-            raise HeartMlopsError(f"--model '{model}' is not a candidate; allowed: "
-                                  f"{', '.join(candidates)}")
+            raise HeartMlopsError(
+                f"--model '{model}' is not a candidate; allowed: {', '.join(candidates)}"
+            )
         dataset = load_bytes(storage.read_bytes(data or settings.data_uri))
         train_part, _ = split_holdout(dataset.frame, settings.holdout_fraction, settings.seed)
         registry.configure(settings)
         with registry.search_run(f"tune {model}", {"step": "tuning"}):
-            params, score = tuning.search(candidates[model], train_part, settings,
-                                          trials=trials, metric=settings.selection_metric,
-                                          on_trial=registry.log_trial)
+            params, score = tuning.search(
+                candidates[model],
+                train_part,
+                settings,
+                trials=trials,
+                metric=settings.selection_metric,
+                on_trial=registry.log_trial,
+            )
     except Exception as exc:
         raise _fail(exc) from None
-    typer.echo(json.dumps({"model": model, "best_params": params,
-                           f"cv_{settings.selection_metric}_mean": score}, indent=2))
+    typer.echo(
+        json.dumps(
+            {"model": model, "best_params": params, f"cv_{settings.selection_metric}_mean": score},
+            indent=2,
+        )
+    )
 
 
 @app.command()
@@ -165,7 +195,7 @@ def predict(
     try:
         if not file.is_file():
             raise HeartMlopsError(f"no such file: {file}")
-        frame = (pd.read_json(file) if file.suffix.lower() == ".json" else pd.read_csv(file))
+        frame = pd.read_json(file) if file.suffix.lower() == ".json" else pd.read_csv(file)
         missing = [c for c in FEATURES if c not in frame.columns]
         if missing:
             raise HeartMlopsError(f"{file}: missing column(s) {', '.join(missing)}")
@@ -176,8 +206,11 @@ def predict(
         p = probability_of_disease(champion.pipeline, features)
     except Exception as exc:
         raise _fail(exc) from None
-    result = frame.assign(probability=p, prediction=(p >= champion.threshold).astype(int),
-                          model_version=champion.version)
+    result = frame.assign(
+        probability=p,
+        prediction=(p >= champion.threshold).astype(int),
+        model_version=champion.version,
+    )
     if output:
         result.to_csv(output, index=False)
         console.print(f"wrote {len(result)} predictions to {output}")
@@ -196,16 +229,26 @@ def info():
         champion = registry.load_champion(settings)
     except Exception as exc:
         raise _fail(exc) from None
-    typer.echo(json.dumps({"model": settings.model_name, "version": champion.version,
-                           "alias": registry.CHAMPION, "run_id": champion.run_id,
-                           "tags": champion.tags}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "model": settings.model_name,
+                "version": champion.version,
+                "alias": registry.CHAMPION,
+                "run_id": champion.run_id,
+                "tags": champion.tags,
+            },
+            indent=2,
+        )
+    )
 
 
 @app.command()
 def promote(
     version: Annotated[str, typer.Option(help="Version to make champion.")],
-    reason: Annotated[str, typer.Option(help="Why (kept in the version's tags).")
-                      ] = "manual promotion",
+    reason: Annotated[
+        str, typer.Option(help="Why (kept in the version's tags).")
+    ] = "manual promotion",
 ):
     """Move `champion` to a version (promotion or rollback), recorded in its tags."""
     from heart_mlops import registry
@@ -216,14 +259,18 @@ def promote(
         result = registry.promote(settings.model_name, version, reason)
     except Exception as exc:
         raise _fail(exc) from None
-    typer.echo(f"{settings.model_name} version {result.version} is champion "
-               f"(was {result.champion_version or 'none'})")
+    typer.echo(
+        f"{settings.model_name} version {result.version} is champion "
+        f"(was {result.champion_version or 'none'})"
+    )
 
 
 @app.command("create-buckets")
 def create_buckets(
-    wait: Annotated[float, typer.Option(help="Seconds to keep retrying while the S3 server "
-                                        "is not reachable yet.")] = 0.0,
+    wait: Annotated[
+        float,
+        typer.Option(help="Seconds to keep retrying while the S3 server is not reachable yet."),
+    ] = 0.0,
 ):
     """Create the S3 buckets the stack needs (data, mlflow) on AWS_ENDPOINT_URL_S3."""
     import time
@@ -241,18 +288,20 @@ def create_buckets(
             console.print(f"S3 not ready, retrying: {exc}")
             time.sleep(2)
     endpoint = storage.s3_endpoint() or "AWS"
-    typer.echo(f"buckets {', '.join(storage.BUCKETS)} ready on {endpoint}"
-               f" (created: {', '.join(created) or 'none'})")
+    typer.echo(
+        f"buckets {', '.join(storage.BUCKETS)} ready on {endpoint}"
+        f" (created: {', '.join(created) or 'none'})"
+    )
 
 
 @app.command()
 def pipeline(
     data: Annotated[str | None, typer.Option(help="Data file: path, file:// or s3:// URI.")] = None,
-    synthetic: Annotated[bool, typer.Option(help="Use seeded synthetic data (never champion).")
-                         ] = False,
+    synthetic: Annotated[
+        bool, typer.Option(help="Use seeded synthetic data (never champion).")
+    ] = False,
     trials: Annotated[int | None, typer.Option(help="Tuning trials (default: setting).")] = None,
-    metric: Annotated[str | None, typer.Option(help="Selection metric (default: setting).")
-                      ] = None,
+    metric: Annotated[str | None, typer.Option(help="Selection metric (default: setting).")] = None,
 ):
     """Run the Airflow DAG once without a scheduler (`airflow dags test`, SQLite): scripts, CI."""
     from heart_mlops.devstack import services
@@ -261,15 +310,21 @@ def pipeline(
     settings = _run_settings(metric, trials)
     if data and synthetic:
         raise _fail(HeartMlopsError("--data and --synthetic exclude each other"))
-    conf = {"data_uri": data, "synthetic": synthetic, "tuning_trials": trials,
-            "selection_metric": metric}
+    conf = {
+        "data_uri": data,
+        "synthetic": synthetic,
+        "tuning_trials": trials,
+        "selection_metric": metric,
+    }
     try:
         code = services.run_dag_once(settings, conf)
     except Exception as exc:
         raise _fail(exc) from None
     if code:
-        console.print(f"[bold red]{DAG_ID} failed[/] (exit {code}); task logs are above "
-                      f"and in {settings.home_dir / 'airflow' / 'logs'}")
+        console.print(
+            f"[bold red]{DAG_ID} failed[/] (exit {code}); task logs are above "
+            f"and in {settings.home_dir / 'airflow' / 'logs'}"
+        )
         raise typer.Exit(code=1)
     console.print(f"[green]✓[/] {DAG_ID} succeeded")
 
@@ -284,20 +339,27 @@ def up(
     settings = _settings()
     with_api = "serve" in typer.main.get_command(app).commands
     try:
-        devstack_up.up(settings, with_api=with_api, say=console.print,
-                 conf={"tuning_trials": trials} if trials is not None else None)
+        devstack_up.up(
+            settings,
+            with_api=with_api,
+            say=console.print,
+            conf={"tuning_trials": trials} if trials is not None else None,
+        )
     except Exception as exc:
         raise _fail(exc) from None
 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default: setting "
-                                                   "HEART_MLOPS_API_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: HEART_MLOPS_API_PORT, 8800).")
-                    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: "
-                                                      "HEART_MLOPS_API_WORKERS).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default: setting HEART_MLOPS_API_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: HEART_MLOPS_API_PORT, 8800).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: HEART_MLOPS_API_WORKERS).")
+    ] = None,
 ):
     """Serve the champion over HTTP (FastAPI on uvicorn); /docs describes the API."""
     import uvicorn
@@ -312,9 +374,14 @@ def serve(
         if settings.api_workers > 1:  # metrics of all workers, summed at /metrics
             prepare_multiprocess_dir(settings.home_dir / "prometheus")
         # each worker builds its app from the same environment (and .env)
-        uvicorn.run("heart_mlops.api.app:create_app", factory=True, host=settings.api_host,
-                    port=settings.api_port, workers=settings.api_workers,
-                    log_level="debug" if state["debug"] else "info")
+        uvicorn.run(
+            "heart_mlops.api.app:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_level="debug" if state["debug"] else "info",
+        )
     except Exception as exc:
         raise _fail(exc) from None
 

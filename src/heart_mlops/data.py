@@ -55,11 +55,13 @@ FEATURE_SPECS: tuple[FeatureSpec, ...] = (
     FeatureSpec("thalach", "maximum heart rate, bpm", 40, 250),
     FeatureSpec("exang", "exercise-induced angina", codes=(0, 1)),
     FeatureSpec("oldpeak", "ST depression, mm (negative = elevation)", -5, 10),
-    FeatureSpec("slope", "slope of peak ST segment (heart.csv codes)", codes=(0, 1, 2),
-                categorical=True),
+    FeatureSpec(
+        "slope", "slope of peak ST segment (heart.csv codes)", codes=(0, 1, 2), categorical=True
+    ),
     FeatureSpec("ca", "major vessels coloured by fluoroscopy", codes=(0, 1, 2, 3), missing_code=4),
-    FeatureSpec("thal", "thallium test (heart.csv codes)", codes=(1, 2, 3), missing_code=0,
-                categorical=True),
+    FeatureSpec(
+        "thal", "thallium test (heart.csv codes)", codes=(1, 2, 3), missing_code=0, categorical=True
+    ),
 )
 FEATURES: tuple[str, ...] = tuple(spec.name for spec in FEATURE_SPECS)
 SPEC_BY_NAME = {spec.name: spec for spec in FEATURE_SPECS}
@@ -112,8 +114,9 @@ def _read_csv(raw: bytes) -> tuple[pd.DataFrame, tuple[str, ...]]:
         )
     ignored = tuple(c for c in frame.columns if c not in CSV_COLUMNS)
     if ignored:
-        log.warning("ignoring column(s) the model does not use: %s",
-                    ", ".join(repr(c) for c in ignored))
+        log.warning(
+            "ignoring column(s) the model does not use: %s", ", ".join(repr(c) for c in ignored)
+        )
     return frame.loc[:, list(CSV_COLUMNS)], ignored
 
 
@@ -171,9 +174,7 @@ def _check_numeric(frame: pd.DataFrame) -> None:
         bad = frame.index[converted.isna() & frame[column].notna()]
         if len(bad):
             values = ", ".join(repr(v) for v in frame.loc[bad[:5], column])
-            raise DataError(
-                f"column '{column}' must be numeric; rows {_rows(bad)} hold {values}"
-            )
+            raise DataError(f"column '{column}' must be numeric; rows {_rows(bad)} hold {values}")
         frame[column] = converted
 
 
@@ -214,8 +215,9 @@ def validate(frame: pd.DataFrame) -> pd.DataFrame:
         cases = exc.failure_cases
         lines = []
         for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
-            values = ", ".join(f"{v:g}" if isinstance(v, float) else str(v)
-                               for v in group["failure_case"].head(5))
+            values = ", ".join(
+                f"{v:g}" if isinstance(v, float) else str(v) for v in group["failure_case"].head(5)
+            )
             rows = _rows(group["index"].dropna().astype(int).tolist())
             lines.append(f"column '{column}': rows {rows} hold {values}; {check}")
         raise DataError("data validation failed:\n  " + "\n  ".join(lines)) from None
@@ -235,8 +237,12 @@ def load_bytes(raw: bytes) -> Dataset:
     frame = validate(mark_missing(frame))
     rows_raw = len(frame)
     frame = frame.drop_duplicates(subset=[*FEATURES, LABEL], ignore_index=True)
-    log.info("data: %d rows, %d duplicate records removed, %d distinct patients",
-             rows_raw, rows_raw - len(frame), len(frame))
+    log.info(
+        "data: %d rows, %d duplicate records removed, %d distinct patients",
+        rows_raw,
+        rows_raw - len(frame),
+        len(frame),
+    )
     if frame[LABEL].nunique() < 2 or len(frame) < 20:
         raise DataError(
             f"too little data to train: {len(frame)} distinct rows, classes "
@@ -262,13 +268,34 @@ def synthetic_csv(rows: int = 600, seed: int = 42) -> bytes:
     thalach = (rng.normal(150, 22, rows) - 0.5 * (age - 54)).clip(71, 202).round()
     oldpeak = rng.gamma(1.0, 1.0, rows).clip(0, 6.2).round(1)
     logit = (
-        -0.4 + 0.04 * (age - 54) + 0.9 * sex + 1.3 * (cp == 0) + 0.8 * exang + 0.6 * oldpeak
-        + 0.8 * ca + 1.2 * (thal == 3) - 0.03 * (thalach - 150) + 0.5 * (slope == 1)
+        -0.4
+        + 0.04 * (age - 54)
+        + 0.9 * sex
+        + 1.3 * (cp == 0)
+        + 0.8 * exang
+        + 0.6 * oldpeak
+        + 0.8 * ca
+        + 1.2 * (thal == 3)
+        - 0.03 * (thalach - 150)
+        + 0.5 * (slope == 1)
     )
     disease = rng.binomial(1, 1 / (1 + np.exp(-logit)))
-    frame = pd.DataFrame({
-        "age": age, "sex": sex, "cp": cp, "trestbps": trestbps, "chol": chol, "fbs": fbs,
-        "restecg": restecg, "thalach": thalach, "exang": exang, "oldpeak": oldpeak,
-        "slope": slope, "ca": ca, "thal": thal, "target": 1 - disease,
-    })
+    frame = pd.DataFrame(
+        {
+            "age": age,
+            "sex": sex,
+            "cp": cp,
+            "trestbps": trestbps,
+            "chol": chol,
+            "fbs": fbs,
+            "restecg": restecg,
+            "thalach": thalach,
+            "exang": exang,
+            "oldpeak": oldpeak,
+            "slope": slope,
+            "ca": ca,
+            "thal": thal,
+            "target": 1 - disease,
+        }
+    )
     return frame.to_csv(index=False).encode()

@@ -42,13 +42,15 @@ def xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return frame.loc[:, list(FEATURES)], frame[LABEL].to_numpy(dtype=int)
 
 
-def cross_validated(model, frame: pd.DataFrame, *, folds: int, repeats: int, seed: int,
-                    n_jobs: int) -> dict[str, float]:
+def cross_validated(
+    model, frame: pd.DataFrame, *, folds: int, repeats: int, seed: int, n_jobs: int
+) -> dict[str, float]:
     """Repeated stratified k-fold CV: `cv_<metric>_mean` and `cv_<metric>_std` for every metric."""
     X, y = xy(frame)
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    scores = cross_validate(model, X, y, cv=cv, scoring=CV_SCORERS, n_jobs=n_jobs,
-                            error_score="raise")
+    scores = cross_validate(
+        model, X, y, cv=cv, scoring=CV_SCORERS, n_jobs=n_jobs, error_score="raise"
+    )
     result = {}
     for name, scorer in CV_SCORERS.items():
         values = scores[f"test_{name}"] * (-1 if scorer.startswith("neg_") else 1)
@@ -57,13 +59,15 @@ def cross_validated(model, frame: pd.DataFrame, *, folds: int, repeats: int, see
     return result
 
 
-def cv_score(model, frame: pd.DataFrame, metric: str, *, folds: int, repeats: int, seed: int,
-             n_jobs: int) -> float:
+def cv_score(
+    model, frame: pd.DataFrame, metric: str, *, folds: int, repeats: int, seed: int, n_jobs: int
+) -> float:
     """Mean CV score of one metric (for selection and tuning)."""
     X, y = xy(frame)
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    scores = cross_validate(model, X, y, cv=cv, scoring=CV_SCORERS[metric], n_jobs=n_jobs,
-                            error_score="raise")
+    scores = cross_validate(
+        model, X, y, cv=cv, scoring=CV_SCORERS[metric], n_jobs=n_jobs, error_score="raise"
+    )
     return float(np.mean(scores["test_score"]))
 
 
@@ -98,8 +102,10 @@ def metrics_by_sex(model, holdout: pd.DataFrame, threshold: float) -> dict[str, 
     for code, label in ((1, "male"), (0, "female")):
         mask = (X["sex"] == code).to_numpy()
         if mask.sum():
-            groups[label] = {"n": int(mask.sum()),
-                             **classification_metrics(y[mask], p[mask], threshold)}
+            groups[label] = {
+                "n": int(mask.sum()),
+                **classification_metrics(y[mask], p[mask], threshold),
+            }
     return groups
 
 
@@ -117,8 +123,12 @@ def save_plots(model, holdout: pd.DataFrame, threshold: float, out_dir: Path) ->
 
     fig, ax = plt.subplots(figsize=(5, 5))
     metrics.ConfusionMatrixDisplay.from_predictions(
-        y, (p >= threshold).astype(int), display_labels=["no disease", "disease"], ax=ax,
-        colorbar=False)
+        y,
+        (p >= threshold).astype(int),
+        display_labels=["no disease", "disease"],
+        ax=ax,
+        colorbar=False,
+    )
     paths.append(_save(fig, out_dir / "confusion_matrix.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -160,9 +170,19 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def model_card(*, model_name: str, version: str | None, candidate: str, params: dict,
-               fingerprint: dict, cv: dict, holdout: dict, by_sex: dict, threshold: float,
-               synthetic: bool) -> str:
+def model_card(
+    *,
+    model_name: str,
+    version: str | None,
+    candidate: str,
+    params: dict,
+    fingerprint: dict,
+    cv: dict,
+    holdout: dict,
+    by_sex: dict,
+    threshold: float,
+    synthetic: bool,
+) -> str:
     def table(values: dict) -> str:
         rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in values.items())
         return "| metric | value |\n| --- | --- |\n" + rows
@@ -171,9 +191,12 @@ def model_card(*, model_name: str, version: str | None, candidate: str, params: 
         f"| {group} | {m['n']} | {m['roc_auc']:.3f} | {m['accuracy']:.3f} | {m['recall']:.3f} |"
         for group, m in by_sex.items()
     )
-    warning = ("\n**Trained on synthetic data: for testing the pipeline only, never for "
-               "patients.**\n" if synthetic else "")
-    return f"""# Model card: {model_name} {f'version {version}' if version else ''}
+    warning = (
+        "\n**Trained on synthetic data: for testing the pipeline only, never for patients.**\n"
+        if synthetic
+        else ""
+    )
+    return f"""# Model card: {model_name} {f"version {version}" if version else ""}
 {warning}
 ## Intended use
 Decision support for research and teaching: estimates P(heart disease) from 13 clinical
@@ -185,9 +208,9 @@ one-hot encoding, estimator). Decision threshold on P(disease): {threshold}.
 Parameters: `{params}`
 
 ## Data
-Fingerprint: sha256 `{fingerprint.get('sha256')}`, format {fingerprint.get('format')},
-{fingerprint.get('rows_raw')} rows read, {fingerprint.get('rows_distinct')} distinct patients
-({fingerprint.get('duplicates_removed')} duplicate records removed before any split).
+Fingerprint: sha256 `{fingerprint.get("sha256")}`, format {fingerprint.get("format")},
+{fingerprint.get("rows_raw")} rows read, {fingerprint.get("rows_distinct")} distinct patients
+({fingerprint.get("duplicates_removed")} duplicate records removed before any split).
 Label: `disease` = 1 when heart disease is present (heart.csv's `target` is inverted).
 
 ## Cross-validated metrics (training part)

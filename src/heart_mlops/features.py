@@ -52,10 +52,20 @@ def build_preprocessor() -> Pipeline:
     )
     columns = ColumnTransformer(
         [
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
-                                  ("scale", StandardScaler())]), numeric),
-            ("categorical", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                                      ("onehot", encoder)]), categorical),
+            (
+                "numeric",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                numeric,
+            ),
+            (
+                "categorical",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)]
+                ),
+                categorical,
+            ),
         ],
         verbose_feature_names_out=False,
     )
@@ -65,6 +75,7 @@ def build_preprocessor() -> Pipeline:
 def transformed_feature_names() -> list[str]:
     """Names of the columns the estimator sees, in order (for importances and coefficients)."""
     numeric = [name for name in FEATURES if name not in CATEGORICAL_FEATURES]
-    onehot = [f"{name}={code}" for name in CATEGORICAL_FEATURES
-              for code in SPEC_BY_NAME[name].codes]
+    onehot = [
+        f"{name}={code}" for name in CATEGORICAL_FEATURES for code in SPEC_BY_NAME[name].codes
+    ]
     return numeric + onehot

@@ -65,7 +65,8 @@ class Candidate:
         elif not hasattr(estimator, "predict_proba"):
             raise ConfigError(
                 f"candidate '{self.name}': {self.estimator} has no predict_proba; "
-                "add `calibration: sigmoid` to its entry")
+                "add `calibration: sigmoid` to its entry"
+            )
         return Pipeline([("preprocess", build_preprocessor()), ("model", estimator)])
 
 
@@ -91,10 +92,15 @@ def load_candidates(path: Path) -> dict[str, Candidate]:
                 )
         calibration = entry.get("calibration")
         if calibration not in (None, "sigmoid", "isotonic"):
-            raise ConfigError(f"{path}: candidate '{name}': calibration '{calibration}' is not "
-                              "one of sigmoid, isotonic")
+            raise ConfigError(
+                f"{path}: candidate '{name}': calibration '{calibration}' is not "
+                "one of sigmoid, isotonic"
+            )
         candidates[name] = Candidate(
-            name, entry["estimator"], dict(entry.get("params") or {}),
-            dict(entry.get("search") or {}), calibration,
+            name,
+            entry["estimator"],
+            dict(entry.get("params") or {}),
+            dict(entry.get("search") or {}),
+            calibration,
         )
     return candidates

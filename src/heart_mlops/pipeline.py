@@ -67,14 +67,20 @@ def _failing(parent_run_id: str | None):
 
 def _step_run(run: Extracted, name: str, **tags):
     """The MLflow run of one step of pipeline run `run`."""
-    return registry.step_run(name, parent_run_id=run.parent_run_id, pipeline_run=run.run_key,
-                             synthetic=run.synthetic, tags=tags)
+    return registry.step_run(
+        name,
+        parent_run_id=run.parent_run_id,
+        pipeline_run=run.run_key,
+        synthetic=run.synthetic,
+        tags=tags,
+    )
 
 
 def _read_source(settings: Settings, source: str, synthetic: bool) -> bytes:
     if synthetic:
-        log.warning("using SYNTHETIC data (seed %d): its model will never become champion",
-                    settings.seed)
+        log.warning(
+            "using SYNTHETIC data (seed %d): its model will never become champion", settings.seed
+        )
         return synthetic_csv(seed=settings.seed)
     try:
         return storage.read_bytes(source)
@@ -84,8 +90,9 @@ def _read_source(settings: Settings, source: str, synthetic: bool) -> bytes:
         raise
 
 
-def extract_data(settings: Settings, *, run_key: str, data_uri: str | None = None,
-                 synthetic: bool = False) -> Extracted:
+def extract_data(
+    settings: Settings, *, run_key: str, data_uri: str | None = None, synthetic: bool = False
+) -> Extracted:
     """Copy the source data (or seeded synthetic data, only when asked) into the run's prefix.
 
     DataError when the source does not exist; StorageError when the store fails."""
@@ -97,8 +104,15 @@ def extract_data(settings: Settings, *, run_key: str, data_uri: str | None = Non
     raw_uri = storage.write_bytes(storage.join(prefix, "raw", "data.csv"), raw)
     parent = registry.pipeline_run(experiment_id, run_key, source, synthetic)
     log.info("extracted %d bytes from %s to %s", len(raw), source, raw_uri)
-    return Extracted(run_key=run_key, prefix=prefix, raw_uri=raw_uri, source=source,
-                     synthetic=synthetic, parent_run_id=parent, sha256=sha256(raw))
+    return Extracted(
+        run_key=run_key,
+        prefix=prefix,
+        raw_uri=raw_uri,
+        source=source,
+        synthetic=synthetic,
+        parent_run_id=parent,
+        sha256=sha256(raw),
+    )
 
 
 def preprocess_data(settings: Settings, extracted: Extracted) -> Prepared:
@@ -110,16 +124,27 @@ def preprocess_data(settings: Settings, extracted: Extracted) -> Prepared:
         prefix = extracted.prefix
         prepared = Prepared.extending(
             extracted,
-            validated_uri=storage.write_frame(storage.join(prefix, "validated.parquet"),
-                                              dataset.frame),
+            validated_uri=storage.write_frame(
+                storage.join(prefix, "validated.parquet"), dataset.frame
+            ),
             train_uri=storage.write_frame(storage.join(prefix, "train.parquet"), train),
             holdout_uri=storage.write_frame(storage.join(prefix, "holdout.parquet"), holdout),
-            fingerprint=dataset.fingerprint, rows_train=len(train), rows_holdout=len(holdout))
+            fingerprint=dataset.fingerprint,
+            rows_train=len(train),
+            rows_holdout=len(holdout),
+        )
         storage.write_json(storage.join(prefix, "reports", "data.json"), prepared.to_xcom())
-        registry.log_run_params(extracted.parent_run_id, {
-            f"data_{key}": value for key, value in {
-                **dataset.fingerprint, "rows_train": len(train), "rows_holdout": len(holdout),
-            }.items()})
+        registry.log_run_params(
+            extracted.parent_run_id,
+            {
+                f"data_{key}": value
+                for key, value in {
+                    **dataset.fingerprint,
+                    "rows_train": len(train),
+                    "rows_holdout": len(holdout),
+                }.items()
+            },
+        )
         return prepared
 
 
@@ -137,12 +162,12 @@ def train_candidate(settings: Settings, name: str, prepared: Prepared) -> Traine
         model.fit(*xy(storage.read_frame(prepared.train_uri)))
         fit_seconds = time.perf_counter() - started
         model_uri = storage.write_bytes(
-            storage.join(prepared.prefix, "models", f"{name}.skops"), registry.serialize(model))
+            storage.join(prepared.prefix, "models", f"{name}.skops"), registry.serialize(model)
+        )
         with _step_run(prepared, name, step="candidate", candidate=name) as run_id:
             registry.log_params(model[-1].get_params())
             registry.log_metrics({"fit_seconds": fit_seconds})
-        return Trained(name=name, model_uri=model_uri, run_id=run_id,
-                       params={**candidate.params})
+        return Trained(name=name, model_uri=model_uri, run_id=run_id, params={**candidate.params})
 
 
 def evaluate_candidate(settings: Settings, trained: Trained, prepared: Prepared) -> Evaluated:
@@ -152,21 +177,27 @@ def evaluate_candidate(settings: Settings, trained: Trained, prepared: Prepared)
         model = registry.deserialize(storage.read_bytes(trained.model_uri))
         train = storage.read_frame(prepared.train_uri)
         holdout = storage.read_frame(prepared.holdout_uri)
-        scores = cross_validated(model, train, folds=settings.cv_folds,
-                                 repeats=settings.cv_repeats, seed=settings.seed,
-                                 n_jobs=settings.n_jobs)
+        scores = cross_validated(
+            model,
+            train,
+            folds=settings.cv_folds,
+            repeats=settings.cv_repeats,
+            seed=settings.seed,
+            n_jobs=settings.n_jobs,
+        )
         scores |= holdout_metrics(model, holdout, settings.threshold)
         with registry.resumed_run(trained.run_id), tempfile.TemporaryDirectory() as tmp:
             registry.log_metrics(scores)
-            registry.log_files(save_plots(model, holdout, settings.threshold, Path(tmp)),
-                               "plots")
+            registry.log_files(save_plots(model, holdout, settings.threshold, Path(tmp)), "plots")
         storage.write_json(
-            storage.join(prepared.prefix, "reports", f"evaluation_{trained.name}.json"), scores)
+            storage.join(prepared.prefix, "reports", f"evaluation_{trained.name}.json"), scores
+        )
         return Evaluated.extending(trained, metrics=scores)
 
 
-def select_best_model(settings: Settings, evaluations: list[Evaluated],
-                      parent_run_id: str | None = None) -> Selected:
+def select_best_model(
+    settings: Settings, evaluations: list[Evaluated], parent_run_id: str | None = None
+) -> Selected:
     """The candidate with the best mean CV score of `settings.selection_metric`."""
     metric = settings.selection_metric
     key = f"cv_{metric}_mean"
@@ -176,24 +207,40 @@ def select_best_model(settings: Settings, evaluations: list[Evaluated],
     if parent_run_id:
         registry.configure(settings)
         registry.set_run_tag(parent_run_id, "best_candidate", best.name)
-    return Selected.extending(best, selection_metric=metric,
-                              ranking=[{"name": e.name, key: e.metrics[key]} for e in ranking])
+    return Selected.extending(
+        best,
+        selection_metric=metric,
+        ranking=[{"name": e.name, key: e.metrics[key]} for e in ranking],
+    )
 
 
-def _search_and_rescore(settings: Settings, candidate: Candidate, train, metric: str
-                        ) -> tuple[dict, dict, dict | None]:
+def _search_and_rescore(
+    settings: Settings, candidate: Candidate, train, metric: str
+) -> tuple[dict, dict, dict | None]:
     """Optuna search (if any trials and a space), then tuned and untuned scored on fresh folds
     (another seed than the search used). -> (tuned params, untuned CV, tuned CV or None)"""
     tuned_params: dict = {}
     if settings.tuning_trials > 0 and candidate.search:
-        tuned_params, _ = tuning.search(candidate, train, settings,
-                                        trials=settings.tuning_trials, metric=metric,
-                                        on_trial=registry.log_trial)
-    rescore = dict(folds=settings.cv_folds, repeats=settings.cv_repeats, seed=settings.seed + 1,
-                   n_jobs=settings.n_jobs)
+        tuned_params, _ = tuning.search(
+            candidate,
+            train,
+            settings,
+            trials=settings.tuning_trials,
+            metric=metric,
+            on_trial=registry.log_trial,
+        )
+    rescore = dict(
+        folds=settings.cv_folds,
+        repeats=settings.cv_repeats,
+        seed=settings.seed + 1,
+        n_jobs=settings.n_jobs,
+    )
     untuned_cv = cross_validated(candidate.build(seed=settings.seed), train, **rescore)
-    tuned_cv = (cross_validated(candidate.build(tuned_params, seed=settings.seed), train,
-                                **rescore) if tuned_params else None)
+    tuned_cv = (
+        cross_validated(candidate.build(tuned_params, seed=settings.seed), train, **rescore)
+        if tuned_params
+        else None
+    )
     return tuned_params, untuned_cv, tuned_cv
 
 
@@ -206,22 +253,41 @@ def tune_best_model(settings: Settings, best: Selected, prepared: Prepared) -> T
         candidate = _candidate(settings, best.name)
         train = storage.read_frame(prepared.train_uri)
         with _step_run(prepared, f"tune {best.name}", step="tuning", candidate=best.name):
-            tuned_params, untuned_cv, tuned_cv = _search_and_rescore(settings, candidate, train,
-                                                                     metric)
+            tuned_params, untuned_cv, tuned_cv = _search_and_rescore(
+                settings, candidate, train, metric
+            )
             label = tuning.choose(untuned_cv, tuned_cv, metric)
             registry.log_params({f"tuned_{k}": v for k, v in tuned_params.items()})
-            registry.log_metrics({f"untuned_{key}": untuned_cv[key],
-                                  **({f"tuned_{key}": tuned_cv[key]} if tuned_cv else {})})
+            registry.log_metrics(
+                {
+                    f"untuned_{key}": untuned_cv[key],
+                    **({f"tuned_{key}": tuned_cv[key]} if tuned_cv else {}),
+                }
+            )
             registry.set_tag("choice", label)
         chosen_cv = tuned_cv if label == "tuned" else untuned_cv
         params = {**candidate.params, **(tuned_params if label == "tuned" else {})}
         model = candidate.build(params, seed=settings.seed).fit(*xy(train))
-        model_uri = storage.write_bytes(storage.join(prepared.prefix, "models", "final.skops"),
-                                        registry.serialize(model))
-        log.info("registering the %s %s (%s %.4f vs untuned %.4f)", label, best.name, key,
-                 chosen_cv[key], untuned_cv[key])
-        return Tuned(name=best.name, label=label, params=params, model_uri=model_uri,
-                     cv=chosen_cv, selection_metric=metric, trials=settings.tuning_trials)
+        model_uri = storage.write_bytes(
+            storage.join(prepared.prefix, "models", "final.skops"), registry.serialize(model)
+        )
+        log.info(
+            "registering the %s %s (%s %.4f vs untuned %.4f)",
+            label,
+            best.name,
+            key,
+            chosen_cv[key],
+            untuned_cv[key],
+        )
+        return Tuned(
+            name=best.name,
+            label=label,
+            params=params,
+            model_uri=model_uri,
+            cv=chosen_cv,
+            selection_metric=metric,
+            trials=settings.tuning_trials,
+        )
 
 
 def register_model(settings: Settings, tuned: Tuned, prepared: Prepared) -> Registered:
@@ -236,56 +302,95 @@ def register_model(settings: Settings, tuned: Tuned, prepared: Prepared) -> Regi
         model = registry.deserialize(storage.read_bytes(tuned.model_uri))
         holdout_scores = holdout_metrics(model, holdout, settings.threshold)
         if existing is None:
-            version = _log_and_register(settings, model, tuned, prepared, holdout,
-                                        holdout_scores)
+            version = _log_and_register(settings, model, tuned, prepared, holdout, holdout_scores)
         else:
             version = registry.version_of(existing)
             log.info("pipeline run %s already registered version %s", prepared.run_key, version)
 
         def score(candidate_model) -> float:
-            return holdout_metrics(candidate_model, holdout,
-                                   settings.threshold)[registry.PROMOTION_METRIC]
+            return holdout_metrics(candidate_model, holdout, settings.threshold)[
+                registry.PROMOTION_METRIC
+            ]
 
         blocker = registry.promotion_blocker(
-            synthetic=prepared.synthetic, cv_roc_auc=tuned.cv["cv_roc_auc_mean"],
-            leak_threshold=settings.leak_threshold)
-        promotion = registry.promote_if_better(name, version, score, allow=blocker is None,
-                                               blocked_reason=blocker or "")
+            synthetic=prepared.synthetic,
+            cv_roc_auc=tuned.cv["cv_roc_auc_mean"],
+            leak_threshold=settings.leak_threshold,
+        )
+        promotion = registry.promote_if_better(
+            name, version, score, allow=blocker is None, blocked_reason=blocker or ""
+        )
         registry.end_run(prepared.parent_run_id)
         result = Registered(
-            model_name=name, version=version, champion=promotion.promoted,
-            decision=promotion.reason, candidate=tuned.name, label=tuned.label,
-            params=tuned.params, cv=tuned.cv, holdout=holdout_scores,
-            synthetic=prepared.synthetic, run_key=prepared.run_key)
-        storage.write_json(storage.join(prepared.prefix, "reports", "registration.json"),
-                           result.to_xcom())
+            model_name=name,
+            version=version,
+            champion=promotion.promoted,
+            decision=promotion.reason,
+            candidate=tuned.name,
+            label=tuned.label,
+            params=tuned.params,
+            cv=tuned.cv,
+            holdout=holdout_scores,
+            synthetic=prepared.synthetic,
+            run_key=prepared.run_key,
+        )
+        storage.write_json(
+            storage.join(prepared.prefix, "reports", "registration.json"), result.to_xcom()
+        )
         return result
 
 
-def _log_and_register(settings: Settings, model, tuned: Tuned, prepared: Prepared, holdout,
-                      holdout_scores: dict[str, float]) -> str:
+def _log_and_register(
+    settings: Settings,
+    model,
+    tuned: Tuned,
+    prepared: Prepared,
+    holdout,
+    holdout_scores: dict[str, float],
+) -> str:
     """The register step's MLflow run (parameters, metrics, plots, model, card), then a new
     version of the registered model. -> the version"""
     card = model_card(
-        model_name=settings.model_name, version=None, candidate=tuned.name,
-        params=tuned.params, fingerprint=prepared.fingerprint, cv=tuned.cv,
-        holdout=holdout_scores, by_sex=metrics_by_sex(model, holdout, settings.threshold),
-        threshold=settings.threshold, synthetic=prepared.synthetic)
-    with (_step_run(prepared, f"register {tuned.name}", step="register", candidate=tuned.name,
-                    tuning_label=tuned.label) as run_id,
-          tempfile.TemporaryDirectory() as tmp):
+        model_name=settings.model_name,
+        version=None,
+        candidate=tuned.name,
+        params=tuned.params,
+        fingerprint=prepared.fingerprint,
+        cv=tuned.cv,
+        holdout=holdout_scores,
+        by_sex=metrics_by_sex(model, holdout, settings.threshold),
+        threshold=settings.threshold,
+        synthetic=prepared.synthetic,
+    )
+    with (
+        _step_run(
+            prepared,
+            f"register {tuned.name}",
+            step="register",
+            candidate=tuned.name,
+            tuning_label=tuned.label,
+        ) as run_id,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         registry.log_params(tuned.params)
-        registry.log_params({"threshold": settings.threshold, "candidate": tuned.name,
-                             "tuning_label": tuned.label})
+        registry.log_params(
+            {"threshold": settings.threshold, "candidate": tuned.name, "tuning_label": tuned.label}
+        )
         registry.log_metrics({**tuned.cv, **holdout_scores})
         registry.log_json(prepared.fingerprint, "data_fingerprint.json")
         registry.log_files(save_plots(model, holdout, settings.threshold, Path(tmp)), "plots")
         model_uri = registry.log_model(model, holdout)
         registry.log_text(card, "model_card.md")
     tags = registry.version_tags(
-        pipeline_run=prepared.run_key, run_id=run_id, candidate=tuned.name,
-        tuning_label=tuned.label, threshold=settings.threshold, synthetic=prepared.synthetic,
-        fingerprint=prepared.fingerprint, scores={**tuned.cv, **holdout_scores})
+        pipeline_run=prepared.run_key,
+        run_id=run_id,
+        candidate=tuned.name,
+        tuning_label=tuned.label,
+        threshold=settings.threshold,
+        synthetic=prepared.synthetic,
+        fingerprint=prepared.fingerprint,
+        scores={**tuned.cv, **holdout_scores},
+    )
     description = f"{tuned.label} {tuned.name}, data sha256 {prepared.sha256[:12]}"
     return registry.register(model_uri, settings.model_name, tags, description=description)
 
@@ -296,8 +401,14 @@ StepCallback = Callable[[str, float, StepResult], None]  # (step id, seconds, it
 class _InProcess:
     """`graph.Steps` that run each step now, in this process, and time it."""
 
-    def __init__(self, settings: Settings, run_key: str, data_uri: str | None,
-                 synthetic: bool, on_step: StepCallback | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        run_key: str,
+        data_uri: str | None,
+        synthetic: bool,
+        on_step: StepCallback | None,
+    ) -> None:
         self.settings, self.run_key = settings, run_key
         self.data_uri, self.synthetic, self.on_step = data_uri, synthetic, on_step
         self.timings: dict[str, float] = {}
@@ -312,8 +423,13 @@ class _InProcess:
         return result
 
     def extract_data(self) -> Extracted:
-        return self._run("extract_data", extract_data, run_key=self.run_key,
-                         data_uri=self.data_uri, synthetic=self.synthetic)
+        return self._run(
+            "extract_data",
+            extract_data,
+            run_key=self.run_key,
+            data_uri=self.data_uri,
+            synthetic=self.synthetic,
+        )
 
     def preprocess_data(self, extracted: Extracted) -> Prepared:
         self.results["data"] = self._run("preprocess_data", preprocess_data, extracted)
@@ -327,8 +443,9 @@ class _InProcess:
 
     def select_best_model(self, evaluations: list[Evaluated], prepared: Prepared) -> Selected:
         self.results["evaluations"] = evaluations
-        self.results["best"] = self._run("select_best_model", select_best_model, evaluations,
-                                         prepared.parent_run_id)
+        self.results["best"] = self._run(
+            "select_best_model", select_best_model, evaluations, prepared.parent_run_id
+        )
         return self.results["best"]
 
     def tune_best_model(self, best: Selected, prepared: Prepared) -> Tuned:
@@ -339,9 +456,14 @@ class _InProcess:
         return self._run("register_model", register_model, tuned, prepared)
 
 
-def run_pipeline(settings: Settings, *, data_uri: str | None = None, synthetic: bool = False,
-                 on_step: StepCallback | None = None, run_key: str | None = None
-                 ) -> PipelineResult:
+def run_pipeline(
+    settings: Settings,
+    *,
+    data_uri: str | None = None,
+    synthetic: bool = False,
+    on_step: StepCallback | None = None,
+    run_key: str | None = None,
+) -> PipelineResult:
     """All steps of `graph.wire` in this process, one after another (the CLI's `train`).
 
     Tuning trials and the selection metric come from `settings` (see

@@ -64,10 +64,10 @@ def configure(settings: Settings) -> str:
         if experiment is not None:
             experiment_id = experiment.experiment_id
         else:
-            location = (settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:")
-                        else None)
-            experiment_id = client.create_experiment(settings.experiment_name,
-                                                     artifact_location=location)
+            location = settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:") else None
+            experiment_id = client.create_experiment(
+                settings.experiment_name, artifact_location=location
+            )
         # runs started with mlflow.start_run() go to this experiment, not "Default"
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
@@ -108,8 +108,12 @@ def log_model(model, example: pd.DataFrame, *, name: str = "model") -> str:
     example = input_example(example)
     signature = infer_signature(example, model.predict_proba(example))
     info = mlflow.sklearn.log_model(
-        model, name=name, signature=signature, input_example=example,
-        pyfunc_predict_fn="predict_proba", skops_trusted_types=trusted_types(model),
+        model,
+        name=name,
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        skops_trusted_types=trusted_types(model),
         pip_requirements=_requirements(),
     )
     return info.model_uri
@@ -119,8 +123,10 @@ def _requirements() -> list[str]:
     """Pinned runtime of the model; stated, so MLflow need not infer it in a subprocess."""
     from importlib.metadata import version
 
-    return [f"{dist}=={version(dist)}"
-            for dist in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "heart-mlops")]
+    return [
+        f"{dist}=={version(dist)}"
+        for dist in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "heart-mlops")
+    ]
 
 
 def client() -> MlflowClient:
@@ -153,10 +159,14 @@ def pipeline_run(experiment_id: str, run_key: str, source: str, synthetic: bool)
     if found:
         client().update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id
-    tags = {"pipeline_run": run_key, "step": "pipeline", "source": source,
-            "synthetic": str(synthetic).lower(), "code_version": __version__}
-    run = client().create_run(experiment_id, run_name=f"pipeline {run_key}",
-                              tags=tag_names(tags))
+    tags = {
+        "pipeline_run": run_key,
+        "step": "pipeline",
+        "source": source,
+        "synthetic": str(synthetic).lower(),
+        "code_version": __version__,
+    }
+    run = client().create_run(experiment_id, run_name=f"pipeline {run_key}", tags=tag_names(tags))
     return run.info.run_id
 
 
@@ -172,17 +182,19 @@ def set_run_tag(run_id: str, key: str, value: Any) -> None:
 
 
 @contextlib.contextmanager
-def step_run(name: str, *, parent_run_id: str, pipeline_run: str, synthetic: bool,
-             tags: dict[str, Any]) -> Iterator[str]:
+def step_run(
+    name: str, *, parent_run_id: str, pipeline_run: str, synthetic: bool, tags: dict[str, Any]
+) -> Iterator[str]:
     """An active MLflow run of one step, child of the pipeline's run. -> its run id.
 
     `tags` are this project's (TAG_PREFIX is added). While it is active, `log_params`,
     `log_metrics`, `log_files`, `log_json`, `log_text`, `set_tag`, `log_trial` and
     `log_model` write to it.
     """
-    all_tags = {"mlflow.parentRunId": parent_run_id,
-                **tag_names({"pipeline_run": pipeline_run,
-                             "synthetic": str(synthetic).lower(), **tags})}
+    all_tags = {
+        "mlflow.parentRunId": parent_run_id,
+        **tag_names({"pipeline_run": pipeline_run, "synthetic": str(synthetic).lower(), **tags}),
+    }
     with mlflow.start_run(run_name=name, tags=all_tags) as run:
         yield run.info.run_id
 
@@ -254,7 +266,8 @@ def version_for_pipeline_run(model_name: str, pipeline_run: str):
     """The version a pipeline run already registered, if any (reruns register once)."""
     try:
         found = client().search_model_versions(
-            f"name = '{model_name}' and tags.`{TAG_PREFIX}pipeline_run` = '{pipeline_run}'")
+            f"name = '{model_name}' and tags.`{TAG_PREFIX}pipeline_run` = '{pipeline_run}'"
+        )
     except MlflowException:
         return None
     return found[0] if found else None
@@ -265,15 +278,17 @@ def version_of(model_version) -> str | None:
     return None if model_version is None else str(model_version.version)
 
 
-def register(model_uri: str, model_name: str, tags: dict[str, Any],
-             description: str | None = None) -> str:
+def register(
+    model_uri: str, model_name: str, tags: dict[str, Any], description: str | None = None
+) -> str:
     """Register a logged model as a new version with this project's `tags`. -> the version"""
     try:
         client().get_registered_model(model_name)
     except MlflowException:
         with contextlib.suppress(MlflowException):  # another run may create it meanwhile
             client().create_registered_model(
-                model_name, description="Heart-disease classifier: P(disease) from 13 features.")
+                model_name, description="Heart-disease classifier: P(disease) from 13 features."
+            )
     registered = mlflow.register_model(model_uri, model_name, tags=tag_names(tags))
     version = str(registered.version)
     if description:
@@ -281,18 +296,31 @@ def register(model_uri: str, model_name: str, tags: dict[str, Any],
     return version
 
 
-def version_tags(*, pipeline_run: str, run_id: str, candidate: str, tuning_label: str,
-                 threshold: float, synthetic: bool, fingerprint: dict[str, Any],
-                 scores: dict[str, float]) -> dict[str, str]:
+def version_tags(
+    *,
+    pipeline_run: str,
+    run_id: str,
+    candidate: str,
+    tuning_label: str,
+    threshold: float,
+    synthetic: bool,
+    fingerprint: dict[str, Any],
+    scores: dict[str, float],
+) -> dict[str, str]:
     """The tags a pipeline gives the version it registers (read back by `load_champion`).
 
     `fingerprint`: data.Dataset.fingerprint; `scores`: cv_* and holdout_* metrics."""
     return {
-        "pipeline_run": pipeline_run, "run_id": run_id, "candidate": candidate,
-        "tuning_label": tuning_label, "threshold": str(threshold),
-        "synthetic": str(synthetic).lower(), "data_sha256": fingerprint["sha256"],
+        "pipeline_run": pipeline_run,
+        "run_id": run_id,
+        "candidate": candidate,
+        "tuning_label": tuning_label,
+        "threshold": str(threshold),
+        "synthetic": str(synthetic).lower(),
+        "data_sha256": fingerprint["sha256"],
         "data_rows_raw": str(fingerprint["rows_raw"]),
-        "data_rows_distinct": str(fingerprint["rows_distinct"]), "code_version": __version__,
+        "data_rows_distinct": str(fingerprint["rows_distinct"]),
+        "code_version": __version__,
         **{k: f"{v:.6f}" for k, v in scores.items()},
     }
 
@@ -320,15 +348,19 @@ class Champion:
     @property
     def metrics(self) -> dict[str, dict[str, float]]:
         """{"cv": {cv_<metric>_mean/std: value}, "holdout": {holdout_<metric>: value}}"""
-        return {part: {k: float(v) for k, v in self.tags.items() if k.startswith(f"{part}_")}
-                for part in ("cv", "holdout")}
+        return {
+            part: {k: float(v) for k, v in self.tags.items() if k.startswith(f"{part}_")}
+            for part in ("cv", "holdout")
+        }
 
     @property
     def data(self) -> dict[str, str | None]:
         """The training data's fingerprint: sha256, raw and distinct row counts."""
-        return {"sha256": self.tags.get("data_sha256"),
-                "rows_raw": self.tags.get("data_rows_raw"),
-                "rows_distinct": self.tags.get("data_rows_distinct")}
+        return {
+            "sha256": self.tags.get("data_sha256"),
+            "rows_raw": self.tags.get("data_rows_raw"),
+            "rows_distinct": self.tags.get("data_rows_distinct"),
+        }
 
 
 def champion_version(model_name: str) -> str | None:
@@ -346,16 +378,21 @@ def load_champion(settings: Settings, version: str | None = None) -> Champion:
     name = settings.model_name
     version = version or champion_version(name)
     if version is None:
-        raise RegistryError(f"no version of '{name}' has the alias @{CHAMPION}; train one with "
-                            "`heart-mlops train`")
+        raise RegistryError(
+            f"no version of '{name}' has the alias @{CHAMPION}; train one with `heart-mlops train`"
+        )
     try:
         found = client().get_model_version(name, version)
     except MlflowException as exc:
         raise RegistryError(f"MLflow registry failed: {exc.message}") from None
     tags = untagged(found.tags)
-    return Champion(model_name=name, version=str(version),
-                    run_id=tags.get("run_id") or found.run_id,
-                    threshold=float(tags.get("threshold", settings.threshold)), tags=tags)
+    return Champion(
+        model_name=name,
+        version=str(version),
+        run_id=tags.get("run_id") or found.run_id,
+        threshold=float(tags.get("threshold", settings.threshold)),
+        tags=tags,
+    )
 
 
 def set_version_tags(model_name: str, version: str, tags: dict) -> None:
@@ -373,21 +410,29 @@ class Promotion:
     champion_score: float | None
 
 
-def promotion_blocker(*, synthetic: bool, cv_roc_auc: float, leak_threshold: float
-                      ) -> str | None:
+def promotion_blocker(*, synthetic: bool, cv_roc_auc: float, leak_threshold: float) -> str | None:
     """Why a new version may not become champion whatever its holdout score, or None.
 
     `cv_roc_auc`: its mean CV ROC-AUC; above `leak_threshold` a leak is likelier than skill."""
     if synthetic:
         return "trained on synthetic data: never champion"
     if cv_roc_auc > leak_threshold:
-        return (f"CV ROC-AUC {cv_roc_auc:.4f} is above the leak threshold {leak_threshold:.2f} "
-                "(HEART_MLOPS_LEAK_THRESHOLD): a leak is likelier than skill; never champion")
+        return (
+            f"CV ROC-AUC {cv_roc_auc:.4f} is above the leak threshold {leak_threshold:.2f} "
+            "(HEART_MLOPS_LEAK_THRESHOLD): a leak is likelier than skill; never champion"
+        )
     return None
 
 
-def promote_if_better(model_name: str, version: str, score_fn, *, allow: bool = True,
-                      blocked_reason: str = "", attempts: int = 3) -> Promotion:
+def promote_if_better(
+    model_name: str,
+    version: str,
+    score_fn,
+    *,
+    allow: bool = True,
+    blocked_reason: str = "",
+    attempts: int = 3,
+) -> Promotion:
     """Move `champion` to `version` if `score_fn(model)` beats the champion's, else `challenger`.
 
     Compare-and-set: the champion is re-read right before the alias moves; if another run moved
@@ -405,31 +450,48 @@ def promote_if_better(model_name: str, version: str, score_fn, *, allow: bool = 
         elif champion_score is None:
             promoted, reason = True, "no champion yet"
         elif new_score > champion_score:
-            promoted, reason = True, (f"{PROMOTION_METRIC} {new_score:.4f} beats champion "
-                                      f"v{current} {champion_score:.4f}")
+            promoted, reason = (
+                True,
+                (
+                    f"{PROMOTION_METRIC} {new_score:.4f} beats champion "
+                    f"v{current} {champion_score:.4f}"
+                ),
+            )
         else:
-            promoted, reason = False, (f"{PROMOTION_METRIC} {new_score:.4f} does not beat "
-                                       f"champion v{current} {champion_score:.4f}")
+            promoted, reason = (
+                False,
+                (
+                    f"{PROMOTION_METRIC} {new_score:.4f} does not beat "
+                    f"champion v{current} {champion_score:.4f}"
+                ),
+            )
         if version_of(version_by_alias(model_name, CHAMPION)) != current:
             log.warning("champion moved during comparison; comparing again")
             continue
         result = Promotion(version, promoted, reason, new_score, current, champion_score)
         _record(model_name, result)
         return result
-    raise RegistryError(f"champion kept moving during {attempts} comparisons; version {version} "
-                        "left without alias, try `heart-mlops promote` later")
+    raise RegistryError(
+        f"champion kept moving during {attempts} comparisons; version {version} "
+        "left without alias, try `heart-mlops promote` later"
+    )
 
 
 def _record(model_name: str, result: Promotion) -> None:
-    set_version_tags(model_name, result.version, {
-        "promotion_decision": "champion" if result.promoted else "challenger",
-        "promotion_reason": result.reason,
-        f"promotion_{PROMOTION_METRIC}": f"{result.new_score:.6f}",
-        "promotion_champion_version": result.champion_version or "",
-        f"promotion_champion_{PROMOTION_METRIC}": ("" if result.champion_score is None
-                                                    else f"{result.champion_score:.6f}"),
-        "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    set_version_tags(
+        model_name,
+        result.version,
+        {
+            "promotion_decision": "champion" if result.promoted else "challenger",
+            "promotion_reason": result.reason,
+            f"promotion_{PROMOTION_METRIC}": f"{result.new_score:.6f}",
+            "promotion_champion_version": result.champion_version or "",
+            f"promotion_champion_{PROMOTION_METRIC}": (
+                "" if result.champion_score is None else f"{result.champion_score:.6f}"
+            ),
+            "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     alias = CHAMPION if result.promoted else CHALLENGER
     client().set_registered_model_alias(model_name, alias, result.version)
     log.info("version %s -> @%s (%s)", result.version, alias, result.reason)
@@ -441,8 +503,14 @@ def promote(model_name: str, version: str, reason: str) -> Promotion:
         client().get_model_version(model_name, version)
     except MlflowException:
         raise RegistryError(f"model '{model_name}' has no version {version}") from None
-    result = Promotion(str(version), True, reason, float("nan"),
-                       version_of(version_by_alias(model_name, CHAMPION)), None)
+    result = Promotion(
+        str(version),
+        True,
+        reason,
+        float("nan"),
+        version_of(version_by_alias(model_name, CHAMPION)),
+        None,
+    )
     _record(model_name, result)
     return result
 

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     selection_metric: SelectionMetric = "roc_auc"
     threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on P(disease).")
     leak_threshold: float = Field(
-        0.95, gt=0.5, le=1.0,
+        0.95,
+        gt=0.5,
+        le=1.0,
         description="A version whose CV ROC-AUC is above this is registered but never champion: "
         "on this data a leak (duplicates across folds, the label in a feature) is likelier than "
         "skill (honest figures are about 0.91).",
@@ -76,8 +78,9 @@ class Settings(BaseSettings):
     def _no_schedule(cls, value: str | None) -> str | None:
         return None if value is None or str(value).strip().lower() in ("", "none") else value
 
-    def with_run_options(self, *, selection_metric: str | None = None,
-                         tuning_trials: int | None = None) -> Settings:
+    def with_run_options(
+        self, *, selection_metric: str | None = None, tuning_trials: int | None = None
+    ) -> Settings:
         """These settings with one run's options over them: the CLI's `--metric`/`--trials`
         or the DAG run's params `selection_metric`/`tuning_trials`. None keeps the setting
         (HEART_MLOPS_SELECTION_METRIC, HEART_MLOPS_TUNING_TRIALS). The one place where these

@@ -33,10 +33,11 @@ def _split(uri: str) -> tuple[str, str, str]:
         return "s3", parsed.netloc, parsed.path.lstrip("/")
     if parsed.scheme == "file":
         return "file", "", unquote(parsed.path)
-    if parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
+    if parsed.scheme in ("",) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
         return "file", "", uri
-    raise StorageError(f"unsupported URI scheme '{parsed.scheme}' in {uri}; use a path, "
-                       "file:// or s3://")
+    raise StorageError(
+        f"unsupported URI scheme '{parsed.scheme}' in {uri}; use a path, file:// or s3://"
+    )
 
 
 def s3_endpoint() -> str | None:
@@ -50,9 +51,14 @@ def _client(endpoint: str | None, access_key_id: str | None):
 
     # a session of its own: boto3's default session keeps the first credentials it resolved
     return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
-                      read_timeout=30, s3={"addressing_style": "path"}),
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            s3={"addressing_style": "path"},
+        ),
     )
 
 
@@ -116,9 +122,11 @@ def list_keys(uri: str) -> list[str]:
         return sorted(p.as_uri() for p in root.rglob("*") if p.is_file()) if root.exists() else []
     paginator = s3_client().get_paginator("list_objects_v2")
     prefix = key.rstrip("/") + "/"
-    return [f"s3://{bucket}/{obj['Key']}"
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])]
+    return [
+        f"s3://{bucket}/{obj['Key']}"
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    ]
 
 
 def write_json(uri: str, value) -> str:

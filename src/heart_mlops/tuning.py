@@ -30,19 +30,31 @@ def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
     for name, space in search.items():
         kind = space["type"]
         if kind == "int":
-            params[name] = trial.suggest_int(name, space["low"], space["high"],
-                                             step=space.get("step", 1),
-                                             log=space.get("log", False))
+            params[name] = trial.suggest_int(
+                name,
+                space["low"],
+                space["high"],
+                step=space.get("step", 1),
+                log=space.get("log", False),
+            )
         elif kind == "float":
-            params[name] = trial.suggest_float(name, space["low"], space["high"],
-                                               log=space.get("log", False))
+            params[name] = trial.suggest_float(
+                name, space["low"], space["high"], log=space.get("log", False)
+            )
         else:
             params[name] = trial.suggest_categorical(name, space["choices"])
     return params
 
 
-def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, trials: int,
-           metric: str, on_trial: TrialCallback | None = None) -> tuple[dict, float]:
+def search(
+    candidate: Candidate,
+    train: pd.DataFrame,
+    settings: Settings,
+    *,
+    trials: int,
+    metric: str,
+    on_trial: TrialCallback | None = None,
+) -> tuple[dict, float]:
     """Best parameters by mean CV `metric` on the training part. -> (params, best score)
 
     Each trial runs `tuning_cv_repeats` repeats of k-fold CV (one by default: the search only
@@ -54,24 +66,35 @@ def search(candidate: Candidate, train: pd.DataFrame, settings: Settings, *, tri
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, candidate.search)
         model = candidate.build(params, seed=settings.seed)
-        score = cv_score(model, train, metric, folds=settings.cv_folds,
-                         repeats=settings.tuning_cv_repeats, seed=settings.seed,
-                         n_jobs=settings.n_jobs)
+        score = cv_score(
+            model,
+            train,
+            metric,
+            folds=settings.cv_folds,
+            repeats=settings.tuning_cv_repeats,
+            seed=settings.seed,
+            n_jobs=settings.n_jobs,
+        )
         if on_trial:
             on_trial(trial.number, params, metric, score)
         return score
 
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=settings.seed))
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed)
+    )
     study.optimize(objective, n_trials=trials)
-    log.info("tuning %s: best cv_%s %.4f with %s", candidate.name, metric, study.best_value,
-             study.best_params)
+    log.info(
+        "tuning %s: best cv_%s %.4f with %s",
+        candidate.name,
+        metric,
+        study.best_value,
+        study.best_params,
+    )
     return study.best_params, study.best_value
 
 
-def choose(untuned_cv: dict[str, float], tuned_cv: dict[str, float] | None,
-           metric: str) -> str:
-    """"tuned" if the tuned parameters' mean CV `metric` beats the untuned one's, else
+def choose(untuned_cv: dict[str, float], tuned_cv: dict[str, float] | None, metric: str) -> str:
+    """ "tuned" if the tuned parameters' mean CV `metric` beats the untuned one's, else
     "untuned" (also when there was no search: `tuned_cv` None). Ties keep the defaults."""
     key = f"cv_{metric}_mean"
     return "tuned" if tuned_cv is not None and tuned_cv[key] > untuned_cv[key] else "untuned"

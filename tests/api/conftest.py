@@ -28,8 +28,9 @@ def wait_until_ready(client, timeout: float = 120.0) -> None:
 
 @pytest.fixture(scope="session")
 def api_settings(trained):
-    return trained["settings"].model_copy(update={"api_token": SecretStr(TOKEN),
-                                                 "api_poll_seconds": 2.0})
+    return trained["settings"].model_copy(
+        update={"api_token": SecretStr(TOKEN), "api_poll_seconds": 2.0}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,9 @@ def client(api_settings):
 def live_url(api_settings):
     """The API served by uvicorn on a loopback port, in a thread of this process."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(api_settings), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(api_settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

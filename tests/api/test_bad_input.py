@@ -39,8 +39,10 @@ JSON_CASES = {
     "null in features": (seed_with(3, None), ["features[3] (trestbps)", "None"]),
     "age out of range": (seed_with(0, 130), ["features[0] (age)", "130", "1 to 120"]),
     "oldpeak out of range": (patient_with(oldpeak=-7.5), ["patient.oldpeak", "-7.5", "-5 to 10"]),
-    "chol between 0 and range": (seed_with(4, 30), ["features[4] (chol)", "30",
-                                                    "60 to 700 (0 = missing)"]),
+    "chol between 0 and range": (
+        seed_with(4, 30),
+        ["features[4] (chol)", "30", "60 to 700 (0 = missing)"],
+    ),
     "unknown cp code": (seed_with(2, 4), ["features[2] (cp)", "4", "0, 1, 2, 3"]),
     "fractional code": (patient_with(slope=1.5), ["patient.slope", "1.5", "0, 1, 2"]),
     "thal code 4": (patient_with(thal=4), ["patient.thal", "4", "1, 2, 3 (0 = missing)"]),
@@ -61,9 +63,15 @@ JSON_CASES = {
 def test_invalid_json_bodies(client, route, body, words):
     if route == "/predict/batch":
         body = {"instances": [{"features": SEED}, body]}
-        words = [w.replace("features", "instances[1].features", 1)
-                 .replace("patient.", "instances[1].patient.", 1) if w[:4] in ("feat", "pati")
-                 else w for w in words if w != "body"]
+        words = [
+            w.replace("features", "instances[1].features", 1).replace(
+                "patient.", "instances[1].patient.", 1
+            )
+            if w[:4] in ("feat", "pati")
+            else w
+            for w in words
+            if w != "body"
+        ]
     response = client.post(route, json=body)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
@@ -72,12 +80,21 @@ def test_invalid_json_bodies(client, route, body, words):
 
 
 RAW_CASES = {
-    "NaN": (b'{"features": [NaN, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]}', 422,
-            ["features[0] (age)", "nan", "finite"]),
-    "Infinity": (b'{"features": [63, 1, 3, 145, 233, 1, 0, 150, 0, Infinity, 0, 0, 1]}', 422,
-                 ["features[9] (oldpeak)", "inf", "finite"]),
-    "huge number": (b'{"features": [63, 1, 3, 145, 233, 1, 0, 150, 0, 1e999, 0, 0, 1]}', 422,
-                    ["features[9] (oldpeak)", "finite"]),
+    "NaN": (
+        b'{"features": [NaN, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]}',
+        422,
+        ["features[0] (age)", "nan", "finite"],
+    ),
+    "Infinity": (
+        b'{"features": [63, 1, 3, 145, 233, 1, 0, 150, 0, Infinity, 0, 0, 1]}',
+        422,
+        ["features[9] (oldpeak)", "inf", "finite"],
+    ),
+    "huge number": (
+        b'{"features": [63, 1, 3, 145, 233, 1, 0, 150, 0, 1e999, 0, 0, 1]}',
+        422,
+        ["features[9] (oldpeak)", "finite"],
+    ),
     "empty body": (b"", 422, ["not valid JSON"]),
     "not JSON": (b"age=63&sex=1", 422, ["not valid JSON"]),
     "truncated JSON": (b'{"features": [63, 1', 422, ["not valid JSON"]),
@@ -94,8 +111,9 @@ def test_invalid_raw_bodies(client, raw, status, words):
         assert word in detail, (word, detail)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data", None])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None]
+)
 def test_wrong_content_type(client, content_type):
     headers = {"content-type": content_type} if content_type else {}
     response = client.post("/predict", content=json.dumps({"features": SEED}), headers=headers)
@@ -104,15 +122,19 @@ def test_wrong_content_type(client, content_type):
 
 
 def test_json_with_charset_is_accepted(client):
-    response = client.post("/predict", content=json.dumps({"features": SEED}),
-                           headers={"content-type": "application/json; charset=utf-8"})
+    response = client.post(
+        "/predict",
+        content=json.dumps({"features": SEED}),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
     assert response.status_code == 200
 
 
 def test_body_over_the_size_limit(client, api_settings):
     body = b'{"features": [' + b" " * api_settings.api_max_body_bytes + b"]}"
-    response = client.post("/predict/batch", content=body,
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict/batch", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert str(api_settings.api_max_body_bytes) in response.json()["detail"]
 
@@ -123,8 +145,9 @@ def test_streamed_body_over_the_size_limit(client, api_settings):
         for _ in range(api_settings.api_max_body_bytes // 60 + 10):
             yield json.dumps({"features": SEED}).encode() + b","
 
-    response = client.post("/predict/batch", content=chunks(),
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict/batch", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -135,7 +158,11 @@ def test_wrong_method_and_unknown_route(client):
 
 def test_the_server_keeps_serving_after_bad_input(client):
     for raw in (b"", b"{", b"[]", b'{"features": null}', b"\x00" * 100):
-        assert client.post("/predict", content=raw,
-                           headers={"content-type": "application/json"}).status_code == 422
+        assert (
+            client.post(
+                "/predict", content=raw, headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
     assert client.post("/predict", json={"features": SEED}).status_code == 200
     assert client.get("/health").json()["model_loaded"] is True

@@ -43,8 +43,15 @@ def post(client, content, content_type: str | None = "application/json"):
     return client.post("/echo", content=content, headers=headers)
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
-                                          "Application/JSON", "application/problem+json"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/problem+json",
+    ],
+)
 def test_json_media_types_are_read(client, content_type):
     response = post(client, json.dumps({"features": SEED}), content_type)
     assert response.status_code == 200 and response.json() == {"row": SEED}
@@ -60,15 +67,18 @@ def test_other_media_types_are_415(client, content_type):
 def test_a_declared_length_over_the_limit_is_413_before_reading(client):
     response = post(client, b" " * (MAX_BYTES + 1))
     assert response.status_code == 413
-    assert response.json()["detail"] == (f"the body has {MAX_BYTES + 1} bytes; at most "
-                                         f"{MAX_BYTES} allowed (HEART_MLOPS_API_MAX_BODY_BYTES)")
+    assert response.json()["detail"] == (
+        f"the body has {MAX_BYTES + 1} bytes; at most "
+        f"{MAX_BYTES} allowed (HEART_MLOPS_API_MAX_BODY_BYTES)"
+    )
 
 
 def test_a_streamed_body_over_the_limit_is_413(client):
     response = post(client, (b" " * 100 for _ in range(MAX_BYTES // 100 + 1)))
     assert response.status_code == 413
-    assert response.json()["detail"] == (f"the body exceeds {MAX_BYTES} bytes "
-                                         "(HEART_MLOPS_API_MAX_BODY_BYTES)")
+    assert response.json()["detail"] == (
+        f"the body exceeds {MAX_BYTES} bytes (HEART_MLOPS_API_MAX_BODY_BYTES)"
+    )
 
 
 def test_a_body_at_the_limit_is_read(client):
@@ -82,14 +92,18 @@ def test_invalid_bodies_are_422_with_every_error(client):
     assert response.status_code == 422
     body = response.json()
     assert body["detail"].startswith("features: expected 13 values")
-    assert body["errors"] == [{"field": "features", "value": SEED[:12],
-                               "message": body["detail"].removeprefix("features: ")}]
+    assert body["errors"] == [
+        {
+            "field": "features",
+            "value": SEED[:12],
+            "message": body["detail"].removeprefix("features: "),
+        }
+    ]
 
 
 def test_parse_quotes_the_batch_limit():
     with pytest.raises(ApiError) as raised:
-        parse(schemas.batch_request(2), b'{"instances": [{"features": [1]}, 1, 2]}',
-              max_rows=2)
+        parse(schemas.batch_request(2), b'{"instances": [{"features": [1]}, 1, 2]}', max_rows=2)
     assert raised.value.status == 422
     assert any("1 to 2 rows; got 3" in e["message"] for e in raised.value.errors)
 

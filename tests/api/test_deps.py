@@ -51,8 +51,10 @@ def test_no_model_is_503_with_the_reason_and_retry_after(settings):
     response = app_with(settings).get("/model")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
-    assert response.json() == {"detail": "no model loaded: no version of "
-                               f"'{settings.model_name}' has the alias @champion yet"}
+    assert response.json() == {
+        "detail": "no model loaded: no version of "
+        f"'{settings.model_name}' has the alias @champion yet"
+    }
 
 
 def test_no_model_names_the_last_error_and_retries_after_5s_without_polling(settings):
@@ -68,8 +70,9 @@ def test_the_right_token_passes(settings):
     assert response.status_code == 200 and response.json() == {"holder": True}
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer",
-                                           f"Bearer {TOKEN}x"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"]
+)
 def test_a_missing_or_wrong_token_is_401(settings, authorization):
     headers = {"Authorization": authorization} if authorization else {}
     response = app_with(settings).post("/guarded", headers=headers)

@@ -46,8 +46,11 @@ def register_champion(settings, model, *, tags: dict) -> str:
 def register_broken_champion(settings, missing_dir) -> str:
     with _REGISTRY_LOCK:
         registry.configure(settings)
-        version = registry.client().create_model_version(
-            settings.model_name, source=missing_dir.as_uri()).version
+        version = (
+            registry.client()
+            .create_model_version(settings.model_name, source=missing_dir.as_uri())
+            .version
+        )
         registry.client().set_registered_model_alias(settings.model_name, "champion", version)
     return str(version)
 
@@ -62,9 +65,11 @@ def champion_pipeline(trained):
 
 
 def test_empty_registry_then_a_champion_appears_then_a_broken_one(
-        fresh_settings, champion_pipeline, tmp_path):
-    settings = fresh_settings.model_copy(update={"api_poll_seconds": 0.5,
-                                                   "api_token": SecretStr(TOKEN)})
+    fresh_settings, champion_pipeline, tmp_path
+):
+    settings = fresh_settings.model_copy(
+        update={"api_poll_seconds": 0.5, "api_token": SecretStr(TOKEN)}
+    )
     with TestClient(create_app(settings)) as client:
         wait_for(lambda: client.get("/health").json()["registry_reachable"] is not None)
         response = client.post("/predict", json={"features": SEED})
@@ -96,7 +101,8 @@ def test_empty_registry_then_a_champion_appears_then_a_broken_one(
 
 
 def test_a_served_model_is_in_the_metrics_from_its_first_ready_answer(
-        fresh_settings, champion_pipeline, monkeypatch):
+    fresh_settings, champion_pipeline, monkeypatch
+):
     """/health/ready and /metrics never disagree, however long the heap takes to settle after
     a load (a full collection, slow on a loaded machine, runs right after a model is served)."""
     settle = model_holder.settle_heap
@@ -113,7 +119,8 @@ def test_a_served_model_is_in_the_metrics_from_its_first_ready_answer(
 
 
 def test_the_served_model_is_out_of_the_collectors_view_and_a_replaced_one_is_freed(
-        fresh_settings, champion_pipeline):
+    fresh_settings, champion_pipeline
+):
     """A full collection would walk the whole heap (a pause of ~250 ms): the served model and
     the imports are frozen at load; the model a new champion replaces is released."""
     settings = fresh_settings.model_copy(update={"api_poll_seconds": 0.5})
@@ -135,8 +142,9 @@ def test_the_served_model_is_out_of_the_collectors_view_and_a_replaced_one_is_fr
 def test_unreachable_registry_serves_503_and_reports_it(fresh_settings, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    settings = fresh_settings.model_copy(update={
-        "mlflow_tracking_uri": f"sqlite:///{blocker}/mlflow.db", "api_poll_seconds": 0})
+    settings = fresh_settings.model_copy(
+        update={"mlflow_tracking_uri": f"sqlite:///{blocker}/mlflow.db", "api_poll_seconds": 0}
+    )
     with TestClient(create_app(settings)) as client:
         wait_for(lambda: client.get("/health").json()["registry_reachable"] is False)
         health = client.get("/health").json()

@@ -24,7 +24,8 @@ def test_predict_over_http(live_url):
         assert named.json()["probability"] == probability
         batch = http.post("/predict/batch", json={"instances": [{"features": SEED}] * 3})
         assert [p["probability"] for p in batch.json()["predictions"]] == pytest.approx(
-            [probability] * 3, abs=1e-12)
+            [probability] * 3, abs=1e-12
+        )
 
 
 def test_streamed_body_over_the_limit_over_http(live_url, api_settings):
@@ -34,8 +35,9 @@ def test_streamed_body_over_the_limit_over_http(live_url, api_settings):
             yield b" " * 4096
 
     with httpx.Client(base_url=live_url, timeout=30) as http:
-        response = http.post("/predict/batch", content=chunks(),
-                             headers={"content-type": "application/json"})
+        response = http.post(
+            "/predict/batch", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert response.status_code == 413
         assert http.get("/health").status_code == 200
 

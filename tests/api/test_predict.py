@@ -26,8 +26,9 @@ def registered_model(api_settings):
         model = mlflow.pyfunc.load_model(f"models:/{api_settings.model_name}@champion")
 
     def disease_probability(rows) -> np.ndarray:
-        frame = pd.DataFrame(np.array(rows, dtype=float).reshape(-1, len(FEATURES)),
-                             columns=list(FEATURES))
+        frame = pd.DataFrame(
+            np.array(rows, dtype=float).reshape(-1, len(FEATURES)), columns=list(FEATURES)
+        )
         output = model.predict(frame)
         return np.asarray(output)[:, 1]
 
@@ -47,8 +48,12 @@ def test_seed_example_matches_the_registered_model(client, registered_model):
 
 
 def test_named_shape_with_nulls_is_imputed_like_missing_codes(client, registered_model):
-    patient = dict(zip(FEATURES, SEED, strict=True)) | {"chol": None, "slope": None,
-                                                        "ca": None, "thal": None}
+    patient = dict(zip(FEATURES, SEED, strict=True)) | {
+        "chol": None,
+        "slope": None,
+        "ca": None,
+        "thal": None,
+    }
     named = client.post("/predict", json={"patient": patient})
     assert named.status_code == 200, named.text
     coded = list(SEED)
@@ -62,7 +67,8 @@ def test_named_shape_with_nulls_is_imputed_like_missing_codes(client, registered
     row = list(coded)
     row[FEATURES.index("slope")] = math.nan
     assert coded_response.json()["probability"] == pytest.approx(
-        registered_model([coded])[0], abs=1e-6)
+        registered_model([coded])[0], abs=1e-6
+    )
     assert registered_model([row])[0] == pytest.approx(expected, abs=1e-12)
 
 
@@ -73,8 +79,10 @@ def test_every_feature_may_be_null_in_the_named_shape(client):
 
 def test_batch_answers_in_order_and_equals_single_predictions(client, registered_model):
     rows = pd.read_csv("data/heart.csv").loc[:, list(FEATURES)].head(40).to_numpy().tolist()
-    instances = [{"features": r} if i % 2 else {"patient": dict(zip(FEATURES, r, strict=True))}
-                 for i, r in enumerate(rows)]
+    instances = [
+        {"features": r} if i % 2 else {"patient": dict(zip(FEATURES, r, strict=True))}
+        for i, r in enumerate(rows)
+    ]
     response = client.post("/predict/batch", json={"instances": instances})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -98,8 +106,10 @@ def test_batch_over_the_maximum_is_refused(client, api_settings):
     rows = [{"features": SEED}] * (api_settings.api_max_batch + 1)
     response = client.post("/predict/batch", json={"instances": rows})
     assert response.status_code == 422
-    assert f"at most {api_settings.api_max_batch}" in response.json()["detail"] or str(
-        api_settings.api_max_batch) in response.json()["detail"]
+    assert (
+        f"at most {api_settings.api_max_batch}" in response.json()["detail"]
+        or str(api_settings.api_max_batch) in response.json()["detail"]
+    )
 
 
 def test_a_full_batch_of_the_maximum_is_answered(client, api_settings):

@@ -27,7 +27,8 @@ def heart_rows() -> pd.DataFrame:
 
 
 def test_served_probabilities_equal_the_registered_champion_on_every_row(
-        client, api_settings, heart_rows):
+    client, api_settings, heart_rows
+):
     with _REGISTRY_LOCK:
         registry.configure(api_settings)
         pyfunc = mlflow.pyfunc.load_model(f"models:/{api_settings.model_name}@champion")
@@ -35,8 +36,9 @@ def test_served_probabilities_equal_the_registered_champion_on_every_row(
     instances = [{"features": row} for row in heart_rows.to_numpy().tolist()]
     served = []
     for start in range(0, len(instances), api_settings.api_max_batch):
-        response = client.post("/predict/batch",
-                               json={"instances": instances[start:start + 1000]})
+        response = client.post(
+            "/predict/batch", json={"instances": instances[start : start + 1000]}
+        )
         assert response.status_code == 200, response.text
         served += [p["probability"] for p in response.json()["predictions"]]
     assert len(served) == len(heart_rows)
@@ -48,18 +50,19 @@ def test_served_probabilities_equal_the_registered_champion_on_every_row(
 
 
 EXTRA_CANDIDATES = {
-    "extra_trees": Candidate("extra_trees", "sklearn.ensemble.ExtraTreesClassifier",
-                             {"n_estimators": 50}),
-    "linear_svm": Candidate("linear_svm", "sklearn.svm.SVC", {"kernel": "linear"},
-                            calibration="sigmoid"),
-    "gradient_boosting": Candidate("gradient_boosting",
-                                   "sklearn.ensemble.GradientBoostingClassifier",
-                                   {"n_estimators": 30}),  # no compiled form: sklearn serves it
+    "extra_trees": Candidate(
+        "extra_trees", "sklearn.ensemble.ExtraTreesClassifier", {"n_estimators": 50}
+    ),
+    "linear_svm": Candidate(
+        "linear_svm", "sklearn.svm.SVC", {"kernel": "linear"}, calibration="sigmoid"
+    ),
+    "gradient_boosting": Candidate(
+        "gradient_boosting", "sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 30}
+    ),  # no compiled form: sklearn serves it
 }
 
 
-@pytest.mark.parametrize("name", ["random_forest", "logistic_regression", "svm",
-                                  *EXTRA_CANDIDATES])
+@pytest.mark.parametrize("name", ["random_forest", "logistic_regression", "svm", *EXTRA_CANDIDATES])
 def test_runtime_matches_sklearn_for_each_estimator(name, heart_rows):
     from heart_mlops.settings import Settings
 
@@ -72,8 +75,9 @@ def test_runtime_matches_sklearn_for_each_estimator(name, heart_rows):
         expected = pipeline.predict_proba(pd.DataFrame(rows, columns=list(FEATURES)))[:, 1]
         np.testing.assert_allclose(runtime(rows), expected, rtol=0, atol=1e-9)
         for row in rows[:25]:  # one row at a time, as /predict runs it
-            assert abs(runtime(row[None, :])[0] - pipeline.predict_proba(row[None, :])[0, 1]) \
-                <= 1e-9
+            assert (
+                abs(runtime(row[None, :])[0] - pipeline.predict_proba(row[None, :])[0, 1]) <= 1e-9
+            )
 
 
 def test_unknown_steps_fall_back_to_plain_sklearn(heart_rows):
@@ -84,9 +88,13 @@ def test_unknown_steps_fall_back_to_plain_sklearn(heart_rows):
     from heart_mlops.features import build_preprocessor
 
     dataset = load_bytes(Path(HEART_CSV).read_bytes())
-    pipeline = Pipeline([("preprocess", build_preprocessor()),
-                         ("odd", FunctionTransformer(np.tanh)),
-                         ("model", KNeighborsClassifier())]).fit(*xy(dataset.frame))
+    pipeline = Pipeline(
+        [
+            ("preprocess", build_preprocessor()),
+            ("odd", FunctionTransformer(np.tanh)),
+            ("model", KNeighborsClassifier()),
+        ]
+    ).fit(*xy(dataset.frame))
     runtime = compile_pipeline(pipeline)
     assert runtime.kind == "sklearn"
     rows = heart_rows.to_numpy()

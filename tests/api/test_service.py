@@ -21,8 +21,10 @@ def test_health_and_readiness(client, api_settings):
     health = client.get("/health").json()
     assert health["model_loaded"] is True and health["registry_reachable"] is True
     assert health["model_version"]
-    assert client.get("/health/ready").json() == {"ready": True,
-                                                  "model_version": health["model_version"]}
+    assert client.get("/health/ready").json() == {
+        "ready": True,
+        "model_version": health["model_version"],
+    }
 
 
 def test_model_info(client, trained):
@@ -36,9 +38,15 @@ def test_model_info(client, trained):
     assert len(info["data"]["sha256"]) == 64 and info["loaded_at"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": f"Basic {TOKEN}"},
-                                     {"Authorization": "Bearer"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer"},
+    ],
+)
 def test_reload_refuses_a_missing_or_wrong_token(client, headers):
     response = client.post("/model/reload", headers=headers)
     assert response.status_code == 401
@@ -71,8 +79,10 @@ def test_metrics_use_the_dashboard_names_and_route_templates(client):
     assert 'heart_api_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'heart_api_requests_total{method="POST",route="/predict",status="422"}' in text
     assert 'route="<unmatched>",status="404"' in text and "12345" not in text
-    assert 'heart_api_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}' \
+    assert (
+        'heart_api_request_duration_seconds_bucket{le="0.005",method="POST",route="/predict"}'
         in text
+    )
     assert "heart_api_predictions_total{prediction=" in text
     assert "heart_api_model_loaded 1.0" in text
     assert f"heart_api_model_version {float(version)}" in text
@@ -92,5 +102,7 @@ def test_a_second_app_on_the_same_store_serves_the_same_version(api_settings, cl
     settings = api_settings.model_copy(update={"api_poll_seconds": 0})
     with TestClient(create_app(settings)) as other:
         wait_until_ready(other)
-        assert other.get("/health").json()["model_version"] == client.get(
-            "/health").json()["model_version"]
+        assert (
+            other.get("/health").json()["model_version"]
+            == client.get("/health").json()["model_version"]
+        )

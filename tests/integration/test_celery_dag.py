@@ -215,9 +215,7 @@ def celery_stack(tmp_path_factory):
             alive=mlflow.check,
         )
         client = AirflowClient(f"http://127.0.0.1:{ports['api']}")
-        wait_for(
-            client.healthy, STARTUP_TIMEOUT, "the Airflow API server", alive=children.check
-        )
+        wait_for(client.healthy, STARTUP_TIMEOUT, "the Airflow API server", alive=children.check)
         wait_for(
             lambda: admin_password(dirs["server"]) is not None,
             60,

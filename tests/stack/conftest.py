@@ -58,10 +58,24 @@ def env_values(env_file) -> dict[str, str]:
 def compose_config(env_file: Path, profile: str) -> dict:
     """`docker-compose config` (Debian's 1.29) for one profile, parsed."""
     docker_compose = debian_tool("docker-compose")
-    result = run([docker_compose, "--project-directory", str(ROOT), "--env-file", str(env_file),
-                  "--file", str(COMPOSE_FILE), "--profile", profile, "config"], cwd=ROOT)
+    result = run(
+        [
+            docker_compose,
+            "--project-directory",
+            str(ROOT),
+            "--env-file",
+            str(env_file),
+            "--file",
+            str(COMPOSE_FILE),
+            "--profile",
+            profile,
+            "config",
+        ],
+        cwd=ROOT,
+    )
     assert result.returncode == 0, (
-        f"docker-compose config --profile {profile} failed:\n{result.stderr}")
+        f"docker-compose config --profile {profile} failed:\n{result.stderr}"
+    )
     return yaml.safe_load(result.stdout)
 
 
@@ -78,5 +92,8 @@ def raw_compose() -> dict:
 
 def services_of(config: dict, profile: str) -> dict[str, dict]:
     """Services that `--profile PROFILE` starts: those of the profile and those of none."""
-    return {name: svc for name, svc in config["services"].items()
-            if not svc.get("profiles") or profile in svc["profiles"]}
+    return {
+        name: svc
+        for name, svc in config["services"].items()
+        if not svc.get("profiles") or profile in svc["profiles"]
+    }

@@ -22,12 +22,21 @@ from .conftest import (
     services_of,
 )
 
-STATEFUL = {"postgres": "/var/lib/postgresql/data", "valkey": "/data", "s3": "/data",
-            "minio": "/data", "prometheus": "/prometheus", "grafana": "/var/lib/grafana",
-            "airflow-worker": "/opt/airflow/logs"}
+STATEFUL = {
+    "postgres": "/var/lib/postgresql/data",
+    "valkey": "/data",
+    "s3": "/data",
+    "minio": "/data",
+    "prometheus": "/prometheus",
+    "grafana": "/var/lib/grafana",
+    "airflow-worker": "/opt/airflow/logs",
+}
 ONE_SHOT = {"create-buckets", "mlflow-users", "airflow-init"}
-BUILT = {"airflow": "docker/airflow/Dockerfile", "api": "docker/api/Dockerfile",
-         "mlflow": "docker/mlflow/Dockerfile"}
+BUILT = {
+    "airflow": "docker/airflow/Dockerfile",
+    "api": "docker/api/Dockerfile",
+    "mlflow": "docker/mlflow/Dockerfile",
+}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -46,8 +55,16 @@ def test_every_profile_brings_its_dependencies(resolved, profile):
 
 def test_profiles_start_what_they_promise(resolved):
     expected = {
-        "airflow": {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker", "postgres", "valkey", "mlflow"},
+        "airflow": {
+            "airflow-apiserver",
+            "airflow-scheduler",
+            "airflow-dag-processor",
+            "airflow-triggerer",
+            "airflow-worker",
+            "postgres",
+            "valkey",
+            "mlflow",
+        },
         "mlflow": {"mlflow", "postgres", "s3", "create-buckets"},
         "api": {"api", "mlflow"},
         "monitoring": {"prometheus", "grafana", "api"},
@@ -87,7 +104,8 @@ def test_images_are_pinned(resolved):
             continue
         repository, _, tag = image.rpartition(":")
         assert repository and tag and tag != "latest" and "/" not in tag, (
-            f"{name}: image '{image}' is not pinned to a version tag")
+            f"{name}: image '{image}' is not pinned to a version tag"
+        )
 
 
 def test_built_images_use_the_project_dockerfiles(resolved):
@@ -111,8 +129,9 @@ def test_long_running_services_have_healthchecks_and_restart(resolved):
 def test_dependencies_wait_for_health_or_completion(resolved):
     for name, service in resolved["services"].items():
         for dependency, condition in service.get("depends_on", {}).items():
-            wanted = ("service_completed_successfully" if dependency in ONE_SHOT
-                      else "service_healthy")
+            wanted = (
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            )
             assert condition.get("condition") == wanted, f"{name} -> {dependency}"
 
 
@@ -120,8 +139,11 @@ def test_stateful_services_use_named_volumes(resolved):
     declared = set(resolved.get("volumes", {}))
     for name, target in STATEFUL.items():
         mounts = resolved["services"][name].get("volumes", [])
-        named = [m for m in mounts if isinstance(m, str) and m.split(":")[1] == target
-                 and m.split(":")[0] in declared]
+        named = [
+            m
+            for m in mounts
+            if isinstance(m, str) and m.split(":")[1] == target and m.split(":")[0] in declared
+        ]
         assert named, f"{name}: no named volume on {target}"
 
 
@@ -151,8 +173,10 @@ def container_port(port) -> int:
 
 
 def test_ports_of_the_issue(resolved):
-    published = {name: {container_port(p) for p in svc.get("ports", [])}
-                 for name, svc in resolved["services"].items()}
+    published = {
+        name: {container_port(p) for p in svc.get("ports", [])}
+        for name, svc in resolved["services"].items()
+    }
     assert published["airflow-apiserver"] == {8080}
     assert published["mlflow"] == {5000}
     assert published["api"] == {8800}
@@ -162,8 +186,7 @@ def test_ports_of_the_issue(resolved):
 
 
 def test_non_root_where_the_image_allows(resolved):
-    built_users = {"docker/airflow/Dockerfile", "docker/api/Dockerfile",
-                   "docker/mlflow/Dockerfile"}
+    built_users = {"docker/airflow/Dockerfile", "docker/api/Dockerfile", "docker/mlflow/Dockerfile"}
     for dockerfile in built_users:
         users = re.findall(r"^USER\s+(\S+)", (ROOT / dockerfile).read_text(), re.MULTILINE)
         assert users and users[-1] not in ("root", "0"), dockerfile
@@ -175,7 +198,8 @@ def test_non_root_where_the_image_allows(resolved):
 def test_generated_stack_env_block_is_up_to_date():
     generator = load_script("compose_stack_env")
     assert generator.main(["--check"]) == 0, (
-        "docker-compose.yaml is out of date: run python scripts/compose_stack_env.py")
+        "docker-compose.yaml is out of date: run python scripts/compose_stack_env.py"
+    )
 
 
 def test_every_compose_variable_is_in_env_example(env_file):

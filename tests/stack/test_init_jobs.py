@@ -27,8 +27,20 @@ PG = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
 
 
 def psql(sql: str, **extra) -> str:
-    result = run([debian_tool("psql"), "--no-psqlrc", "-At", "-d", "postgres",
-                  "-v", "ON_ERROR_STOP=1", "-c", sql], env={**os.environ, **PG, **extra})
+    result = run(
+        [
+            debian_tool("psql"),
+            "--no-psqlrc",
+            "-At",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ],
+        env={**os.environ, **PG, **extra},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -41,10 +53,14 @@ def own_databases():
     except AssertionError as exc:
         pytest.fail(f"the local PostgreSQL (127.0.0.1:5432, user postgres) is needed: {exc}")
     prefix = f"hm_stack_{secrets.token_hex(4)}"
-    names = {"AIRFLOW_DB_NAME": f"{prefix}_airflow", "AIRFLOW_DB_USER": f"{prefix}_airflow_u",
-             "AIRFLOW_DB_PASSWORD": secrets.token_hex(8),
-             "MLFLOW_DB_NAME": f"{prefix}_mlflow", "MLFLOW_DB_USER": f"{prefix}_mlflow_u",
-             "MLFLOW_DB_PASSWORD": secrets.token_hex(8)}
+    names = {
+        "AIRFLOW_DB_NAME": f"{prefix}_airflow",
+        "AIRFLOW_DB_USER": f"{prefix}_airflow_u",
+        "AIRFLOW_DB_PASSWORD": secrets.token_hex(8),
+        "MLFLOW_DB_NAME": f"{prefix}_mlflow",
+        "MLFLOW_DB_USER": f"{prefix}_mlflow_u",
+        "MLFLOW_DB_PASSWORD": secrets.token_hex(8),
+    }
     yield names
     for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME"):
         if psql(f"SELECT 1 FROM pg_database WHERE datname = '{names[key]}'"):
@@ -55,27 +71,49 @@ def own_databases():
 
 
 def test_postgres_init_script_creates_one_database_per_component(own_databases):
-    env = {**os.environ, **PG, "POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres",
-           **own_databases}
+    env = {
+        **os.environ,
+        **PG,
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres",
+        **own_databases,
+    }
     for attempt in ("first start", "second run keeps them"):
         result = run(["bash", str(INIT_SCRIPT)], env=env)
         assert result.returncode == 0, f"{attempt}: {result.stderr}"
         for prefix in ("AIRFLOW", "MLFLOW"):
-            owner = psql("SELECT pg_get_userbyid(datdba) FROM pg_database "
-                         f"WHERE datname = '{own_databases[prefix + '_DB_NAME']}'")
+            owner = psql(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                f"WHERE datname = '{own_databases[prefix + '_DB_NAME']}'"
+            )
             assert owner == own_databases[f"{prefix}_DB_USER"], attempt
     # each role works in its own database, and only there
     for prefix in ("AIRFLOW", "MLFLOW"):
         user, db = own_databases[f"{prefix}_DB_USER"], own_databases[f"{prefix}_DB_NAME"]
-        result = run([debian_tool("psql"), "--no-psqlrc", "-At", "-d", db,
-                      "-v", "ON_ERROR_STOP=1", "-c",
-                      "CREATE TABLE probe (id int); DROP TABLE probe; SELECT current_user"],
-                     env={**os.environ, **PG, "PGUSER": user})
+        result = run(
+            [
+                debian_tool("psql"),
+                "--no-psqlrc",
+                "-At",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "CREATE TABLE probe (id int); DROP TABLE probe; SELECT current_user",
+            ],
+            env={**os.environ, **PG, "PGUSER": user},
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[-1] == user
-    assert psql("SELECT has_database_privilege("
-                f"'{own_databases['MLFLOW_DB_USER']}', "
-                f"'{own_databases['AIRFLOW_DB_NAME']}', 'CONNECT')") == "f"
+    assert (
+        psql(
+            "SELECT has_database_privilege("
+            f"'{own_databases['MLFLOW_DB_USER']}', "
+            f"'{own_databases['AIRFLOW_DB_NAME']}', 'CONNECT')"
+        )
+        == "f"
+    )
     # passwords never reach a command line: psql reads them from the environment
     assert "DB_PASSWORD}" not in INIT_SCRIPT.read_text().split("<<'SQL'")[0].split("psql")[-1]
 
@@ -89,11 +127,16 @@ def s3_service(resolved, tmp_path):
     command = [rclone, *service["command"]]
     command[command.index("/data")] = str(tmp_path / "data")
     command[command.index(":9000")] = f"127.0.0.1:{port}"
-    env = {**os.environ, **service["environment"], "RCLONE_CONFIG": str(tmp_path / "rc.conf"),
-           "RCLONE_S3_ENDPOINT": f"http://127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        **service["environment"],
+        "RCLONE_CONFIG": str(tmp_path / "rc.conf"),
+        "RCLONE_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
     (tmp_path / "data").mkdir()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -110,8 +153,11 @@ def s3_service(resolved, tmp_path):
 def test_bucket_job_creates_data_and_mlflow(resolved, s3_service):
     job = resolved["services"]["create-buckets"]
     assert job["command"][:2] == ["heart-mlops", "create-buckets"]
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AWS_", "MLFLOW_", "HEART_MLOPS_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "MLFLOW_", "HEART_MLOPS_"))
+    }
     env.update(job["environment"])
     env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{s3_service['port']}"
     command = [sys.executable, "-m", "heart_mlops.cli", *job["command"][1:]]
@@ -126,7 +172,8 @@ def test_bucket_job_creates_data_and_mlflow(resolved, s3_service):
     assert check[0] == "CMD"
     health = run([tool("rclone"), *check[2:]], env=s3_service["env"])
     assert health.returncode == 0 and set(health.stdout.split()) == {"data/", "mlflow/"}, (
-        health.stderr)
+        health.stderr
+    )
 
 
 def test_bucket_job_fails_clearly_with_wrong_keys(resolved, s3_service):
@@ -134,7 +181,8 @@ def test_bucket_job_fails_clearly_with_wrong_keys(resolved, s3_service):
     env.update(resolved["services"]["create-buckets"]["environment"])
     env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{s3_service['port']}"
     env["AWS_SECRET_ACCESS_KEY"] = "wrong"
-    result = run([sys.executable, "-m", "heart_mlops.cli", "create-buckets", "--wait", "0"],
-                 env=env)
+    result = run(
+        [sys.executable, "-m", "heart_mlops.cli", "create-buckets", "--wait", "0"], env=env
+    )
     assert result.returncode == 1
     assert "S3 store at" in result.stdout + result.stderr

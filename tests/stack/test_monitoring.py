@@ -24,8 +24,12 @@ METRIC = re.compile(r"\bheart_api_[a-z0-9_]+\b")
 
 def panel_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
-    return [(panel["title"], target["expr"]) for panel in dashboard["panels"]
-            for target in panel.get("targets", []) if target.get("expr")]
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
 
 
 def test_prometheus_config_passes_promtool():
@@ -35,16 +39,22 @@ def test_prometheus_config_passes_promtool():
 
 def test_prometheus_scrapes_the_api_service(resolved):
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    targets = {target for job in config["scrape_configs"] for group in job["static_configs"]
-               for target in group["targets"]}
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
     api_port = resolved["services"]["api"]["command"][-1]
     assert f"api:{api_port}" in targets
 
 
 def test_every_dashboard_query_passes_promtool(tmp_path):
     queries = panel_queries()
-    rules = [{"record": f"heart_dashboard:panel_{i}", "expr": GRAFANA_RANGES.sub("5m", expr)}
-             for i, (_, expr) in enumerate(queries)]
+    rules = [
+        {"record": f"heart_dashboard:panel_{i}", "expr": GRAFANA_RANGES.sub("5m", expr)}
+        for i, (_, expr) in enumerate(queries)
+    ]
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = run([debian_tool("promtool"), "check", "rules", str(path)])
@@ -54,21 +64,22 @@ def test_every_dashboard_query_passes_promtool(tmp_path):
 
 def test_dashboard_covers_the_issue():
     titles = " | ".join(title.lower() for title, _ in panel_queries())
-    for topic in ("request", "p50", "p95", "p99", "error", "predictions by class",
-                  "model version"):
+    for topic in ("request", "p50", "p95", "p99", "error", "predictions by class", "model version"):
         assert topic in titles, f"no panel for {topic}"
 
 
 def test_grafana_provisioning_matches_the_dashboard(resolved):
     datasource = yaml.safe_load(
-        (MONITORING / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+        (MONITORING / "grafana/provisioning/datasources/prometheus.yaml").read_text()
+    )
     (source,) = datasource["datasources"]
     assert source["url"] == "http://prometheus:9090" and source["uid"] == "prometheus"
     dashboard = json.loads(DASHBOARD.read_text())
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == source["uid"], panel["title"]
     provider = yaml.safe_load(
-        (MONITORING / "grafana/provisioning/dashboards/heart-mlops.yaml").read_text())
+        (MONITORING / "grafana/provisioning/dashboards/heart-mlops.yaml").read_text()
+    )
     path = provider["providers"][0]["options"]["path"]
     mounts = dict(reversed(m.split(":")[:2]) for m in resolved["services"]["grafana"]["volumes"])
     assert mounts[path].endswith("monitoring/grafana/dashboards")
@@ -79,8 +90,9 @@ def test_grafana_provisioning_matches_the_dashboard(resolved):
 @pytest.fixture(scope="module")
 def api_metrics(trained) -> str:
     """/metrics of the real API after a health check and predictions of both classes."""
-    app_module = pytest.importorskip("heart_mlops.api.app",
-                                     reason="the API package (heart_mlops.api) is not there yet")
+    app_module = pytest.importorskip(
+        "heart_mlops.api.app", reason="the API package (heart_mlops.api) is not there yet"
+    )
     import pandas as pd
     from fastapi.testclient import TestClient
 
@@ -102,8 +114,11 @@ def api_metrics(trained) -> str:
 
 
 def test_every_dashboard_metric_is_exported_by_the_api(api_metrics):
-    exported = {line.split("{")[0].split(" ")[0] for line in api_metrics.splitlines()
-                if line and not line.startswith("#")}
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in api_metrics.splitlines()
+        if line and not line.startswith("#")
+    }
     queried = {name for _, expr in panel_queries() for name in METRIC.findall(expr)}
     assert queried, "the dashboard queries no heart_api_* metric"
     assert queried <= exported, f"not in /metrics: {sorted(queried - exported)}"

@@ -103,28 +103,51 @@ class ModelHolder:
                 version = registry.champion_version(name)
         except Exception as exc:  # any failure to talk to the registry
             self.registry_reachable, self.registry_checked_at = False, _now()
-            return Outcome(False, previous, previous, redact(
-                f"model registry unreachable, still serving "
-                f"{'version ' + previous if previous else 'no model'}: "
-                f"{type(exc).__name__}: {exc}"), failed=True)
+            return Outcome(
+                False,
+                previous,
+                previous,
+                redact(
+                    f"model registry unreachable, still serving "
+                    f"{'version ' + previous if previous else 'no model'}: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                failed=True,
+            )
         self.registry_reachable, self.registry_checked_at = True, _now()
         if version is None:
-            return Outcome(False, previous, previous,
-                           f"no version of '{name}' has the alias @{registry.CHAMPION} yet; "
-                           "train one with `heart-mlops train`")
+            return Outcome(
+                False,
+                previous,
+                previous,
+                f"no version of '{name}' has the alias @{registry.CHAMPION} yet; "
+                "train one with `heart-mlops train`",
+            )
         if version == previous and not force:
             return Outcome(False, previous, previous, f"version {previous} is still champion")
         try:
             loaded = self._load(version)
         except Exception as exc:
-            return Outcome(False, previous, previous, redact(
-                f"loading version {version} failed, still serving "
-                f"{'version ' + previous if previous else 'no model'}: "
-                f"{type(exc).__name__}: {exc}"), failed=True)
+            return Outcome(
+                False,
+                previous,
+                previous,
+                redact(
+                    f"loading version {version} failed, still serving "
+                    f"{'version ' + previous if previous else 'no model'}: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                failed=True,
+            )
         self._publish(loaded)
-        return Outcome(loaded.version != previous, loaded.version, previous,
-                       f"serving version {loaded.version} ({loaded.info['model_type']}, "
-                       f"{loaded.runtime.kind} runtime)", loaded=True)
+        return Outcome(
+            loaded.version != previous,
+            loaded.version,
+            previous,
+            f"serving version {loaded.version} ({loaded.info['model_type']}, "
+            f"{loaded.runtime.kind} runtime)",
+            loaded=True,
+        )
 
     def _publish(self, loaded: LoadedModel) -> None:
         """Serve `loaded`. Its metrics are recorded first: whoever sees the new model served
@@ -149,14 +172,16 @@ class ModelHolder:
             "tuning_label": champion.tags.get("tuning_label"),
             "runtime": runtime.kind,
             "threshold": champion.threshold,
-            "parameters": {k: _json_safe(v)
-                           for k, v in pipeline[-1].get_params(deep=False).items()},
+            "parameters": {
+                k: _json_safe(v) for k, v in pipeline[-1].get_params(deep=False).items()
+            },
             "metrics": champion.metrics,
             "data": champion.data,
         }
         loaded_at = _now()
-        return LoadedModel(version, champion.threshold, runtime,
-                           {**info, "loaded_at": loaded_at}, loaded_at)
+        return LoadedModel(
+            version, champion.threshold, runtime, {**info, "loaded_at": loaded_at}, loaded_at
+        )
 
     async def poll_forever(self) -> None:
         """Check the alias now, then every api_poll_seconds (0 = only at start)."""
