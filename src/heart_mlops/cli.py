@@ -30,6 +30,7 @@ state = {"debug": False}
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False):
+    """Train, track, register and serve the heart-disease classifier."""
     state["debug"] = debug
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
     logging.basicConfig(

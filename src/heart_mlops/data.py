@@ -25,6 +25,9 @@ LABEL = "disease"  # 1 = heart disease present
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """One of the 13 features: its name, meaning (with unit) and allowed values, a numeric range
+    `low` to `high` or categorical `codes`; the table of data/README.md ("Plausible values")."""
+
     name: str
     meaning: str
     low: float | None = None  # plausible range of a numeric feature
@@ -35,6 +38,8 @@ class FeatureSpec:
 
     @property
     def allowed(self) -> str:
+        """The allowed values as text for messages and the API schema: "0, 1" or "60 to 250",
+        then " (0 = missing)" when heart.csv has a missing code for the feature."""
         allowed = (
             ", ".join(map(str, self.codes)) if self.codes else f"{self.low:g} to {self.high:g}"
         )
@@ -92,6 +97,8 @@ class Dataset:
 
     @property
     def fingerprint(self) -> dict:
+        """The data's identity for MLflow, version tags and the model card: sha256, format,
+        rows_raw, rows_distinct, duplicates_removed (counts of rows), ignored_columns."""
         return {
             "sha256": self.sha256,
             "format": self.source_format,
@@ -132,6 +139,8 @@ def _read_uci(raw: bytes) -> pd.DataFrame:
 
 
 def detect_format(raw: bytes) -> str:
+    """-> "csv" when the first non-blank line holds a letter (heart.csv's header), else "uci"
+    (a headerless processed.*.data file). Only a guess: `parse` reports a file that is neither."""
     first_line = raw.lstrip().split(b"\n", 1)[0].decode("utf-8", errors="replace")
     return "csv" if any(ch.isalpha() for ch in first_line) else "uci"
 
@@ -224,6 +233,7 @@ def validate(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def sha256(raw: bytes) -> str:
+    """The SHA-256 of the file's bytes, 64 hex digits (data/README.md lists those of the files)."""
     return hashlib.sha256(raw).hexdigest()
 
 

@@ -39,6 +39,8 @@ def split_holdout(frame: pd.DataFrame, fraction: float, seed: int):
 
 
 def xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """n patients -> (X: DataFrame of the 13 FEATURES columns, n rows; y: int ndarray (n,) of
+    `disease`, 1 = present). KeyError when a column is missing."""
     return frame.loc[:, list(FEATURES)], frame[LABEL].to_numpy(dtype=int)
 
 
@@ -72,10 +74,15 @@ def cv_score(
 
 
 def probability_of_disease(model, X) -> np.ndarray:
+    """X: n rows of the 13 features (DataFrame or array) -> ndarray (n,) of P(disease) in [0, 1],
+    column 1 of the fitted classifier's predict_proba (classes 0, 1)."""
     return model.predict_proba(X)[:, 1]
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """y: ndarray (n,) of 0/1 labels; p: ndarray (n,) of P(disease), disease predicted where
+    p >= threshold. -> roc_auc (NaN when y has one class), accuracy, precision, recall, f1
+    (0 when undefined), brier, log_loss."""
     predicted = (p >= threshold).astype(int)
     has_both = len(np.unique(y)) == 2
     return {
@@ -90,12 +97,16 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
 
 
 def holdout_metrics(model, holdout: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """`classification_metrics` of a fitted pipeline on the holdout (FEATURES and LABEL columns),
+    each name prefixed: holdout_roc_auc, holdout_accuracy, ..."""
     X, y = xy(holdout)
     scores = classification_metrics(y, probability_of_disease(model, X), threshold)
     return {f"holdout_{name}": value for name, value in scores.items()}
 
 
 def metrics_by_sex(model, holdout: pd.DataFrame, threshold: float) -> dict[str, dict]:
+    """`classification_metrics` per sex on the holdout: {"male"|"female": {"n": rows, metric:
+    value}}; a sex without rows is left out."""
     X, y = xy(holdout)
     p = probability_of_disease(model, X)
     groups = {}
@@ -153,6 +164,9 @@ def _is_tree(model) -> bool:
 
 
 def feature_importances(model) -> pd.Series | None:
+    """One value per transformed column (`transformed_feature_names`, e.g. "cp=0") of a fitted
+    pipeline: a tree model's feature_importances_, else a linear model's coefficients
+    (log-odds); None when it has neither (a calibrated or kernel model) or a sparse coef_."""
     estimator = model[-1]
     names = transformed_feature_names()
     if hasattr(estimator, "feature_importances_"):
@@ -170,6 +184,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _metric_table(values: dict) -> str:
+    """A Markdown table of metric name -> value, 4 decimals."""
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in values.items())
+    return "| metric | value |\n| --- | --- |\n" + rows
+
+
+def _sex_table(by_sex: dict) -> str:
+    """A Markdown table of `metrics_by_sex`: n, ROC-AUC, accuracy and recall per sex, 3 decimals."""
+    rows = "\n".join(
+        f"| {group} | {m['n']} | {m['roc_auc']:.3f} | {m['accuracy']:.3f} | {m['recall']:.3f} |"
+        for group, m in by_sex.items()
+    )
+    header = "| group | n | ROC-AUC | accuracy | recall |\n| --- | --- | --- | --- | --- |\n"
+    return header + rows
+
+
 def model_card(
     *,
     model_name: str,
@@ -183,14 +213,10 @@ def model_card(
     threshold: float,
     synthetic: bool,
 ) -> str:
-    def table(values: dict) -> str:
-        rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in values.items())
-        return "| metric | value |\n| --- | --- |\n" + rows
-
-    sex_rows = "\n".join(
-        f"| {group} | {m['n']} | {m['roc_auc']:.3f} | {m['accuracy']:.3f} | {m['recall']:.3f} |"
-        for group, m in by_sex.items()
-    )
+    """The model card in Markdown: intended use; the model (`candidate`, `params`, `threshold`
+    on P(disease)); the data (`fingerprint` as Dataset.fingerprint); tables of the `cv` and
+    `holdout` metrics (name: value) and of `by_sex` (metrics_by_sex); limitations. A warning
+    first when `synthetic`."""
     warning = (
         "\n**Trained on synthetic data: for testing the pipeline only, never for patients.**\n"
         if synthetic
@@ -214,15 +240,13 @@ Fingerprint: sha256 `{fingerprint.get("sha256")}`, format {fingerprint.get("form
 Label: `disease` = 1 when heart disease is present (heart.csv's `target` is inverted).
 
 ## Cross-validated metrics (training part)
-{table(cv)}
+{_metric_table(cv)}
 
 ## Holdout metrics
-{table(holdout)}
+{_metric_table(holdout)}
 
 ## Holdout metrics by sex
-| group | n | ROC-AUC | accuracy | recall |
-| --- | --- | --- | --- | --- |
-{sex_rows}
+{_sex_table(by_sex)}
 
 ## Limitations
 - Trained on about 300 patients of a single hospital (Cleveland Clinic, 1988); other

@@ -25,10 +25,14 @@ class ClinicalInput(TransformerMixin, BaseEstimator):
     matrix in the canonical order, with the disguised missing codes replaced by NaN."""
 
     def fit(self, X, y=None):
+        """Nothing to learn: the 13 features are fixed (data.FEATURES). -> self"""
         self.n_features_in_ = len(FEATURES)
         return self
 
     def transform(self, X):
+        """X: DataFrame with the 13 FEATURES columns (others ignored) or array (n, 13) in that
+        order -> float ndarray (n, 13), missing codes as NaN. ValueError for another width;
+        KeyError for a DataFrame lacking a feature column."""
         if isinstance(X, pd.DataFrame):
             X = X.loc[:, list(FEATURES)]
         matrix = np.array(X, dtype=float, copy=True, ndmin=2)
@@ -40,10 +44,14 @@ class ClinicalInput(TransformerMixin, BaseEstimator):
         return matrix
 
     def get_feature_names_out(self, input_features=None):
+        """The 13 FEATURES names in the order of `transform`'s columns; `input_features` unused."""
         return np.array(FEATURES, dtype=object)
 
 
 def build_preprocessor() -> Pipeline:
+    """The unfitted preprocessing Pipeline: ClinicalInput, then median imputation and scaling of
+    the numeric features and mode imputation and one-hot encoding of the categorical ones (codes
+    from FEATURE_SPECS, unseen codes all zeros). Output columns: `transformed_feature_names`."""
     categorical = [FEATURES.index(name) for name in CATEGORICAL_FEATURES]
     numeric = [i for i in range(len(FEATURES)) if i not in categorical]
     encoder = OneHotEncoder(

@@ -20,6 +20,10 @@ _SPACE_TYPES = {"int", "float", "categorical"}
 
 @dataclass(frozen=True)
 class Candidate:
+    """One entry of model_params.yaml: an sklearn classifier by import path, its default
+    `params`, its Optuna `search` space (parameter -> {type, low, high, ...} or {type,
+    choices}) and an optional probability calibration."""
+
     name: str
     estimator: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -27,6 +31,8 @@ class Candidate:
     calibration: str | None = None  # "sigmoid" or "isotonic": calibrated probabilities
 
     def estimator_class(self):
+        """The estimator's class, imported from `estimator` ("sklearn.svm.SVC"). ConfigError
+        when the path is not under sklearn. or cannot be imported."""
         module_name, _, class_name = self.estimator.rpartition(".")
         if not module_name.startswith("sklearn."):
             raise ConfigError(
@@ -71,6 +77,9 @@ class Candidate:
 
 
 def load_candidates(path: Path) -> dict[str, Candidate]:
+    """model_params.yaml (`candidates:` name -> entry) -> {name: Candidate}, in file order.
+    ConfigError naming the file, candidate and key when the file is missing, not YAML, has no
+    candidates, or an entry lacks `estimator` or has a bad search type or calibration."""
     try:
         document = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as exc:

@@ -84,6 +84,7 @@ def _safe_uri(uri: str) -> str:
 
 
 def serialize(model) -> bytes:
+    """A fitted pipeline as skops bytes (not pickle) for the artifact store; see `deserialize`."""
     return sio.dumps(model)
 
 
@@ -93,10 +94,15 @@ def deserialize(payload: bytes):
 
 
 def trusted_types(model) -> list[str]:
+    """The type names in this model that skops does not trust by default (e.g.
+    heart_mlops.features.ClinicalInput, numpy.dtype, sklearn's private calibration classes),
+    declared trusted when the model is logged, so MLflow can load it."""
     return sio.get_untrusted_types(data=sio.dumps(model))
 
 
 def input_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first 3 rows of the 13 FEATURES columns as float64: the logged model's example and
+    the source of its signature. KeyError when a feature column is missing."""
     return frame.loc[:, list(FEATURES)].astype("float64").head(3)
 
 
@@ -130,6 +136,7 @@ def _requirements() -> list[str]:
 
 
 def client() -> MlflowClient:
+    """An MlflowClient of the tracking and registry URIs set by `connect`."""
     return MlflowClient()
 
 
@@ -396,12 +403,18 @@ def load_champion(settings: Settings, version: str | None = None) -> Champion:
 
 
 def set_version_tags(model_name: str, version: str, tags: dict) -> None:
+    """Set this project's `tags` (TAG_PREFIX added, values as text) on a registered version.
+    MlflowException when the version does not exist or the registry fails."""
     for key, value in tags.items():
         client().set_model_version_tag(model_name, version, f"{TAG_PREFIX}{key}", str(value))
 
 
 @dataclass(frozen=True)
 class Promotion:
+    """A promotion decision: whether `version` holds @champion (else @challenger) and why;
+    `new_score` and `champion_score` are PROMOTION_METRIC on the holdout, scored now (NaN and
+    None for an explicit `promote`; champion_score None when there was no champion)."""
+
     version: str
     promoted: bool
     reason: str
@@ -516,6 +529,8 @@ def promote(model_name: str, version: str, reason: str) -> Promotion:
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Terminate a run that need not be active (the pipeline's parent run) with `status`
+    (an MLflow RunStatus name). MlflowException when the run does not exist or the store fails."""
     client().set_terminated(run_id, status=status)
 
 

@@ -18,6 +18,10 @@ SelectionMetric = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
 
 
 class Settings(BaseSettings):
+    """All settings: keyword arguments, else the environment (HEART_MLOPS_<NAME>, or the
+    variable's own name as for MLFLOW_TRACKING_URI), else `.env` in the working directory, else
+    the defaults below. pydantic's ValidationError names a value that is not allowed."""
+
     model_config = SettingsConfigDict(
         env_prefix="HEART_MLOPS_", env_file=".env", extra="ignore", populate_by_name=True
     )
@@ -94,14 +98,20 @@ class Settings(BaseSettings):
 
     @cached_property
     def home_dir(self) -> Path:
+        """`home` as an absolute path, ~ expanded, relative to the working directory at first
+        use (cached); it may not exist yet."""
         return self.home.expanduser().resolve()
 
     @property
     def tracking_uri(self) -> str:
+        """MLflow's tracking and registry URI: MLFLOW_TRACKING_URI, else the embedded SQLite
+        store sqlite:///HOME/mlflow.db."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
 
     @property
     def artifact_store(self) -> str:
+        """Where steps exchange data: HEART_MLOPS_ARTIFACT_STORE_URI, else HOME/artifacts as a
+        file:// URI."""
         return self.artifact_store_uri or (self.home_dir / "artifacts").as_uri()
 
     @property

@@ -23,6 +23,8 @@ BUCKETS = ("data", "mlflow")
 
 
 def join(base: str, *parts: str) -> str:
+    """`base` and `parts` joined by single slashes, for URIs and paths: join("s3://data/", "/a")
+    -> "s3://data/a". Pure string work: no check that anything exists."""
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
@@ -41,6 +43,7 @@ def _split(uri: str) -> tuple[str, str, str]:
 
 
 def s3_endpoint() -> str | None:
+    """The S3 server's URL: AWS_ENDPOINT_URL_S3, else MLFLOW_S3_ENDPOINT_URL, else None (AWS)."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
 
 
@@ -63,6 +66,8 @@ def _client(endpoint: str | None, access_key_id: str | None):
 
 
 def s3_client():
+    """A boto3 S3 client of the current endpoint and access key (path-style addressing, 3
+    attempts, 5 s connect and 30 s read timeouts), cached per endpoint and key."""
     return _client(s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"))
 
 
@@ -71,6 +76,9 @@ def _s3_error(exc: Exception, uri: str) -> StorageError:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole object at `uri` (path, file:// or s3://). StorageError for an unsupported
+    scheme, a missing file, object or bucket, a directory, or an S3 failure; other local
+    failures (permissions) raise OSError."""
     scheme, bucket, key = _split(uri)
     if scheme == "file":
         try:
@@ -92,6 +100,8 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, payload: bytes) -> str:
+    """Write `payload` at `uri` atomically, creating local parent directories. -> `uri`.
+    StorageError for an unsupported scheme or an S3 failure; OSError for a local one."""
     scheme, bucket, key = _split(uri)
     if scheme == "file":
         target = Path(key)
@@ -130,20 +140,25 @@ def list_keys(uri: str) -> list[str]:
 
 
 def write_json(uri: str, value) -> str:
+    """`value` as indented JSON (str() for other types) at `uri`, as `write_bytes`. -> `uri`"""
     return write_bytes(uri, json.dumps(value, indent=2, default=str).encode())
 
 
 def read_json(uri: str):
+    """The JSON value at `uri`. StorageError as `read_bytes`; JSONDecodeError if not JSON."""
     return json.loads(read_bytes(uri))
 
 
 def write_frame(uri: str, frame: pd.DataFrame) -> str:
+    """`frame` as Parquet (its index dropped) at `uri`, as `write_bytes`. -> `uri`"""
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return write_bytes(uri, buffer.getvalue())
 
 
 def read_frame(uri: str) -> pd.DataFrame:
+    """The DataFrame of the Parquet file at `uri` (written by `write_frame`), with a fresh
+    RangeIndex. StorageError as `read_bytes`."""
     return pd.read_parquet(io.BytesIO(read_bytes(uri)))
 
 
@@ -163,6 +178,8 @@ def ensure_buckets(buckets=BUCKETS) -> list[str]:
 
 
 def ensure_bucket_of(uri: str) -> None:
+    """Create the bucket of an s3:// URI if it is missing; nothing for local URIs.
+    StorageError for an unsupported scheme or an S3 failure."""
     scheme, bucket, _ = _split(uri)
     if scheme == "s3":
         ensure_buckets((bucket,))

@@ -42,6 +42,10 @@ def _json_safe(value):
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A champion version ready to serve: `runtime` maps rows (n, 13), NaN = missing, to
+    P(disease) (n,); `threshold` on P(disease); `info` is GET /model/info's body; `loaded_at`
+    the UTC time of the load, ISO 8601."""
+
     version: str
     threshold: float
     runtime: Runtime
@@ -75,6 +79,11 @@ def settle_heap() -> None:
 
 @dataclass
 class ModelHolder:
+    """The app's served model (`current`, None until a load succeeds) and the registry's state:
+    whether it answered at the last check and when (UTC, ISO 8601), the last error (credentials
+    redacted). `refresh` loads the champion and reports a failed check or load in its Outcome,
+    never raising it; `poll_forever` refreshes every api_poll_seconds."""
+
     settings: Settings
     current: LoadedModel | None = None
     registry_reachable: bool | None = None

@@ -299,6 +299,8 @@ def summary(errors: list[dict]) -> str:
 
 
 class Prediction(BaseModel):
+    """The answer for one patient: P(heart disease) and the decision at the model's threshold."""
+
     prediction: Literal[0, 1] = Field(
         description="1 = heart disease present (probability >= threshold), 0 = absent"
     )
@@ -309,12 +311,18 @@ class Prediction(BaseModel):
 
 
 class BatchPrediction(BaseModel):
+    """The answers for a batch: one prediction per row, in the order of the rows sent; `count`
+    rows, all from the model version `model_version`."""
+
     predictions: list[Prediction]
     model_version: str
     count: int
 
 
 class ErrorItem(BaseModel):
+    """One invalid value: its `field` (e.g. `instances[3].features[11] (ca)`), the `value` sent,
+    what is wrong, and for a feature the values allowed."""
+
     field: str
     value: Any = None
     message: str
@@ -322,11 +330,17 @@ class ErrorItem(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """The body of every error: a one-line `detail`; for invalid input (422), `errors` lists each
+    problem (at most 20)."""
+
     detail: str
     errors: list[ErrorItem] | None = None
 
 
 class Health(BaseModel):
+    """Liveness: `ok` while the process serves; whether a model is loaded and its version, the
+    registry's state at its last check and when (UTC, ISO 8601), the last load or registry error."""
+
     status: Literal["ok"]
     model_loaded: bool
     model_version: str | None
@@ -338,6 +352,9 @@ class Health(BaseModel):
 
 
 class ReloadResult(BaseModel):
+    """What a reload did: whether a version was loaded, the version served now and the one
+    before, and a one-line detail (the error when loading failed)."""
+
     reloaded: bool
     model_version: str | None
     previous_version: str | None
