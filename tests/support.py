@@ -100,7 +100,7 @@ def heart_split(seed: int = 42):
     """heart.csv's distinct patients split as the pipeline splits them. -> (train, holdout)"""
     from heart_mlops.evaluation import split_holdout
 
-    return split_holdout(heart_dataset().frame, 0.2, seed)
+    return split_holdout(heart_dataset().frame, 0.2, seed, cv_folds=5)
 
 
 def fitted_candidate(name: str, frame, params: dict | None = None, *, labels=None):
@@ -113,3 +113,20 @@ def fitted_candidate(name: str, frame, params: dict | None = None, *, labels=Non
     candidate = load_candidates(Settings().model_params_path)[name]
     X, y = xy(frame)
     return candidate.build(params, seed=0).fit(X, y if labels is None else labels)
+
+
+def untrainable_files(folder: Path) -> dict[str, str]:
+    """A UCI file with no cholesterol anywhere, and a file with 3 patients of one class."""
+    cleveland = (ROOT / "data" / "uci" / "processed.cleveland.data").read_text()
+    no_chol = "\n".join(
+        ",".join(f if i != 4 else "0" for i, f in enumerate(line.split(",")))
+        for line in cleveland.splitlines()
+    )
+    import pandas as pd
+
+    heart = pd.read_csv(ROOT / "data" / "heart.csv").drop_duplicates()
+    few = pd.concat([heart[heart["target"] == 0].head(3), heart[heart["target"] == 1].head(21)])
+    files = {"no_chol.data": no_chol, "three_sick.csv": few.to_csv(index=False)}
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return {name: str(folder / name) for name in files}

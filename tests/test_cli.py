@@ -15,6 +15,7 @@ import pytest
 
 from heart_mlops import registry
 from heart_mlops.settings import PROJECT_ROOT
+from tests.support import untrainable_files
 
 HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
 
@@ -129,3 +130,16 @@ def test_tune_runs_a_search_alone(trained):
     assert 0.8 < result["cv_roc_auc_mean"] < 0.95
     unknown = run_cli("tune", "--model", "xgboost", settings=trained["settings"])
     assert unknown.returncode == 1 and "allowed: random_forest" in unknown.stderr
+
+
+def test_train_refuses_untrainable_data_with_exit_1_and_registers_nothing(fresh_settings, tmp_path):
+    expected = {
+        "no_chol.data": "column(s) 'chol' hold no value in any row",
+        "three_sick.csv": "each class needs at least 5",  # 3-fold CV of the test profile
+    }
+    for name, path in untrainable_files(tmp_path).items():
+        completed = run_cli("train", "--data", path, settings=fresh_settings)
+        assert completed.returncode == 1, completed.stderr
+        assert expected[name] in completed.stderr and "Traceback" not in completed.stderr
+    registry.configure(fresh_settings)
+    assert registry.client().search_model_versions(f"name = '{fresh_settings.model_name}'") == []

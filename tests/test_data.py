@@ -14,6 +14,7 @@ from heart_mlops.data import (
     LABEL,
     SCHEMA,
     load_bytes,
+    min_rows_per_class,
     parse,
     synthetic_csv,
 )
@@ -50,7 +51,7 @@ def test_fingerprint_is_the_files_sha256(csv_dataset):
 
 
 def test_no_patient_is_in_both_holdout_and_training(csv_dataset):
-    train, holdout = split_holdout(csv_dataset.frame, 0.2, seed=42)
+    train, holdout = split_holdout(csv_dataset.frame, 0.2, seed=42, cv_folds=5)
     keys = list(FEATURES)
     overlap = train[keys].merge(holdout[keys], how="inner")
     assert len(overlap) == 0
@@ -203,3 +204,92 @@ def test_columns_the_model_does_not_use_are_named_ignored_and_never_hide_duplica
     assert dataset.fingerprint["duplicates_removed"] == 723
     assert list(dataset.frame.columns) == [*FEATURES, LABEL]
     pd.testing.assert_frame_equal(dataset.frame, csv_dataset.frame)
+
+
+CLEVELAND_TEXT = CLEVELAND.read_text()
+
+
+def _uci_with_every(column: int, value: str) -> bytes:
+    """The Cleveland file with one field set to `value` on every line."""
+    lines = []
+    for line in CLEVELAND_TEXT.splitlines():
+        fields = line.split(",")
+        fields[column] = value
+        lines.append(",".join(fields))
+    return "\n".join(lines).encode()
+
+
+def _heart(change) -> pd.DataFrame:
+    frame = pd.read_csv(HEART_CSV).drop_duplicates()
+    change(frame)
+    return frame
+
+
+@pytest.mark.parametrize(
+    "raw, column",
+    [
+        (_uci_with_every(4, "0"), "chol"),  # as in one of the UCI hospitals: 0 = not measured
+        (_uci_with_every(11, "?"), "ca"),
+        (_heart(lambda f: f.__setitem__("ca", 4)).to_csv(index=False).encode(), "ca"),
+        (_heart(lambda f: f.__setitem__("thal", None)).to_csv(index=False).encode(), "thal"),
+    ],
+)
+def test_a_feature_missing_in_every_row_stops_before_training_naming_it(raw, column):
+    frame = load_bytes(raw).frame
+    with pytest.raises(DataError, match=f"column\\(s\\) '{column}' hold no value in any row"):
+        split_holdout(frame, 0.2, seed=42, cv_folds=5)
+
+
+def test_a_feature_missing_in_every_training_row_is_named():
+    frame = load_bytes(HEART_CSV.read_bytes()).frame
+    frame.loc[frame.index[5:], "oldpeak"] = np.nan  # a value in 5 rows only
+    holdout_rows = frame.index[:5]
+    frame = pd.concat([frame.loc[holdout_rows], frame.drop(holdout_rows)])
+    # the seeded split of this frame puts all 5 rows with oldpeak in the holdout or not:
+    # whichever part lacks them is what the message must name, never a crash later
+    try:
+        train, _ = split_holdout(frame, 0.2, seed=42, cv_folds=5)
+    except DataError as exc:
+        assert "'oldpeak' hold no value in any row of the training part" in str(exc)
+    else:
+        assert train["oldpeak"].notna().any()
+
+
+def _rows_of_each_class(disease: int, healthy: int) -> pd.DataFrame:
+    frame = load_bytes(HEART_CSV.read_bytes()).frame
+    return pd.concat(
+        [frame[frame[LABEL] == 1].head(disease), frame[frame[LABEL] == 0].head(healthy)],
+        ignore_index=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "disease, healthy, folds, found, needed",
+    [
+        (3, 21, 5, "disease 3, no disease 21", 8),  # passes the 20-row check
+        (7, 7, 5, "disease 7, no disease 7", 8),
+        (40, 4, 3, "disease 40, no disease 4", 5),
+    ],
+)
+def test_too_few_rows_of_a_class_for_holdout_and_folds_names_counts_and_minimum(
+    disease, healthy, folds, found, needed
+):
+    frame = _rows_of_each_class(disease, healthy)
+    with pytest.raises(DataError) as raised:
+        split_holdout(frame, 0.2, seed=42, cv_folds=folds)
+    message = str(raised.value)
+    assert found in message and f"at least {needed}" in message
+    assert f"{folds}-fold CV" in message and "20% holdout" in message
+
+
+def test_the_minimum_per_class_is_enough_for_the_split_and_the_folds():
+    for fraction, folds in [(0.2, 5), (0.2, 3), (0.3, 10), (0.1, 2)]:
+        needed = min_rows_per_class(fraction, folds)
+        for disease, healthy in [(needed, needed), (needed, 120)]:
+            for seed in range(5):
+                frame = _rows_of_each_class(disease, healthy)
+                train, holdout = split_holdout(frame, fraction, seed=seed, cv_folds=folds)
+                assert train[LABEL].value_counts().min() >= folds
+                assert holdout[LABEL].nunique() == 2
+        with pytest.raises(DataError, match=f"at least {needed}"):
+            split_holdout(_rows_of_each_class(needed - 1, 120), fraction, seed=0, cv_folds=folds)

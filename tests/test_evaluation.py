@@ -82,20 +82,20 @@ def test_one_class_only_gives_no_roc_auc_but_the_other_metrics():
 # --- split_holdout --------------------------------------------------------------------------
 def test_holdout_split_is_a_seeded_partition():
     frame = heart_dataset().frame
-    train, holdout = split_holdout(frame, 0.2, seed=42)
+    train, holdout = split_holdout(frame, 0.2, seed=42, cv_folds=5)
     assert (len(train), len(holdout)) == (241, 61)
     assert set(train.index).isdisjoint(holdout.index)
     assert set(train.index) | set(holdout.index) == set(frame.index)
-    again_train, again_holdout = split_holdout(frame, 0.2, seed=42)
+    again_train, again_holdout = split_holdout(frame, 0.2, seed=42, cv_folds=5)
     assert list(again_holdout.index) == list(holdout.index)
     assert list(again_train.index) == list(train.index)
-    assert set(split_holdout(frame, 0.2, seed=7)[1].index) != set(holdout.index)
+    assert set(split_holdout(frame, 0.2, seed=7, cv_folds=5)[1].index) != set(holdout.index)
 
 
 @pytest.mark.parametrize("seed", [0, 42, 2024])
 def test_holdout_split_keeps_the_share_of_patients_with_disease(seed):
     frame = heart_dataset().frame
-    train, holdout = split_holdout(frame, 0.2, seed=seed)
+    train, holdout = split_holdout(frame, 0.2, seed=seed, cv_folds=5)
     share = frame[LABEL].mean()
     assert abs(holdout[LABEL].mean() - share) < 1 / len(holdout)
     assert abs(train[LABEL].mean() - share) < 1 / len(train)
@@ -231,7 +231,7 @@ def test_model_card_states_model_data_and_metrics():
     assert "Decision threshold on P(disease): 0.4" in card
     assert "sha256 `ab12cd`, format csv" in card
     assert "1025 rows read, 302 distinct patients" in card
-    assert "(723 exact duplicates removed before any split)" in card
+    assert "(723 duplicate records removed before any split)" in card
     assert "| cv_roc_auc_mean | 0.9123 |" in card
     assert "| cv_roc_auc_std | 0.0217 |" in card
     assert "| holdout_roc_auc | 0.8765 |" in card

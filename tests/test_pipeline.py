@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -16,6 +17,7 @@ from heart_mlops.data import FEATURES
 from heart_mlops.errors import DataError
 from heart_mlops.pipeline import run_pipeline
 from heart_mlops.settings import PROJECT_ROOT
+from tests.support import untrainable_files
 
 HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
 
@@ -247,3 +249,19 @@ def test_each_tuning_trial_is_scored_on_tuning_cv_repeats(trained, repeats):
     }
     assert expected[1] != expected[2]  # the two settings are told apart
     assert best == pytest.approx(expected[repeats], abs=1e-12)
+
+
+def test_untrainable_data_stops_at_preprocess_writing_nothing(fresh_settings, tmp_path):
+    from heart_mlops import storage
+    from heart_mlops.pipeline import extract_data, preprocess_data
+
+    messages = {"no_chol.data": "'chol' hold no value", "three_sick.csv": "disease 3"}
+    for name, path in untrainable_files(tmp_path).items():
+        extracted = extract_data(fresh_settings, run_key=f"test-{name}", data_uri=path)
+        with pytest.raises(DataError, match=messages[name]):
+            preprocess_data(fresh_settings, extracted)
+        run_dir = Path(storage.join(extracted.prefix).removeprefix("file://"))
+        assert sorted(p.name for p in run_dir.rglob("*") if p.is_file()) == ["data.csv"]
+        run = mlflow.get_run(extracted.parent_run_id)
+        assert run.info.status == "FAILED"
+    assert _versions(fresh_settings) == []

@@ -159,7 +159,9 @@ def tune(
                 f"--model '{model}' is not a candidate; allowed: {', '.join(candidates)}"
             )
         dataset = load_bytes(storage.read_bytes(data or settings.data_uri))
-        train_part, _ = split_holdout(dataset.frame, settings.holdout_fraction, settings.seed)
+        train_part, _ = split_holdout(
+            dataset.frame, settings.holdout_fraction, settings.seed, cv_folds=settings.cv_folds
+        )
         registry.configure(settings)
         with registry.search_run(f"tune {model}", {"step": "tuning"}):
             params, score = tuning.search(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from heart_mlops.errors import DataError
 log = logging.getLogger(__name__)
 
 LABEL = "disease"  # 1 = heart disease present
+CLASS_NAMES = {1: "disease", 0: "no disease"}
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,45 @@ def load_bytes(raw: bytes) -> Dataset:
             f"{sorted(frame[LABEL].unique().tolist())}; need at least 20 rows and both classes"
         )
     return Dataset(frame, fmt, sha256(raw), rows_raw, len(frame), ignored)
+
+
+def min_rows_per_class(holdout_fraction: float, cv_folds: int) -> int:
+    """Distinct rows each class needs for a stratified holdout of `holdout_fraction` and
+    `cv_folds`-fold stratified CV on the rest: an expected share of at least one row in the
+    holdout, and `cv_folds` rows left for training with one to spare for the split's rounding."""
+    rows = cv_folds + 1
+    while holdout_fraction * rows < 1 or rows - math.ceil(holdout_fraction * rows) - 1 < cv_folds:
+        rows += 1
+    return rows
+
+
+def require_features(frame: pd.DataFrame, part: str = "any row") -> None:
+    """DataError naming the features of `frame` with no value in any row (all missing or a
+    missing code): a model cannot learn from them."""
+    empty = [column for column in FEATURES if frame[column].isna().all()]
+    if empty:
+        raise DataError(
+            f"column(s) {', '.join(repr(c) for c in empty)} hold no value in {part} (all "
+            "missing or a missing code): a model cannot learn from them; supply data that "
+            "records them"
+        )
+
+
+def require_trainable(frame: pd.DataFrame, *, holdout_fraction: float, cv_folds: int) -> None:
+    """DataError unless `frame` (distinct rows with LABEL) can be split and cross-validated:
+    every feature has a value in some row, and each class has `min_rows_per_class` rows."""
+    require_features(frame)
+    counts = frame[LABEL].value_counts()
+    needed = min_rows_per_class(holdout_fraction, cv_folds)
+    if counts.min() < needed:
+        found = ", ".join(
+            f"{CLASS_NAMES[int(label)]} {int(counts.get(label, 0))}" for label in (1.0, 0.0)
+        )
+        raise DataError(
+            f"too few patients of one class: {found} distinct rows; each class needs at least "
+            f"{needed} for a stratified {holdout_fraction:.0%} holdout and {cv_folds}-fold CV "
+            "(HEART_MLOPS_HOLDOUT_FRACTION, HEART_MLOPS_CV_FOLDS)"
+        )
 
 
 def synthetic_csv(rows: int = 600, seed: int = 42) -> bytes:

@@ -18,7 +18,12 @@ from sklearn.model_selection import (  # noqa: E402
     train_test_split,
 )
 
-from heart_mlops.data import FEATURES, LABEL  # noqa: E402
+from heart_mlops.data import (  # noqa: E402
+    FEATURES,
+    LABEL,
+    require_features,
+    require_trainable,
+)
 from heart_mlops.features import transformed_feature_names  # noqa: E402
 
 # sklearn scorer per reported metric; loss scorers are negated by sklearn, undone below
@@ -33,9 +38,17 @@ CV_SCORERS = {
 }
 
 
-def split_holdout(frame: pd.DataFrame, fraction: float, seed: int):
-    """Seeded stratified holdout of the (already deduplicated) patients."""
-    return train_test_split(frame, test_size=fraction, stratify=frame[LABEL], random_state=seed)
+def split_holdout(frame: pd.DataFrame, fraction: float, seed: int, *, cv_folds: int):
+    """Seeded stratified holdout of the (already deduplicated) patients. -> (train, holdout)
+
+    DataError (data.require_trainable) when the rows cannot give a holdout and `cv_folds`-fold
+    CV on the rest, or when a feature has no value in the training part."""
+    require_trainable(frame, holdout_fraction=fraction, cv_folds=cv_folds)
+    train, holdout = train_test_split(
+        frame, test_size=fraction, stratify=frame[LABEL], random_state=seed
+    )
+    require_features(train, "any row of the training part")
+    return train, holdout
 
 
 def xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:

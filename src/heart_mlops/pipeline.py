@@ -120,7 +120,9 @@ def preprocess_data(settings: Settings, extracted: Extracted) -> Prepared:
     with _failing(extracted.parent_run_id):
         registry.configure(settings)
         dataset = load_bytes(storage.read_bytes(extracted.raw_uri))
-        train, holdout = split_holdout(dataset.frame, settings.holdout_fraction, settings.seed)
+        train, holdout = split_holdout(
+            dataset.frame, settings.holdout_fraction, settings.seed, cv_folds=settings.cv_folds
+        )
         prefix = extracted.prefix
         prepared = Prepared.extending(
             extracted,
