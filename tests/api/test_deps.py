@@ -52,8 +52,7 @@ def test_no_model_is_503_with_the_reason_and_retry_after(settings):
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
     assert response.json() == {
-        "detail": "no model loaded: no version of "
-        f"'{settings.model_name}' has the alias @champion yet"
+        "detail": f"no model loaded: no version of '{settings.model_name}' has the alias @champion"
     }
 
 

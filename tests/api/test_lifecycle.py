@@ -161,3 +161,103 @@ def test_messages_never_show_credentials_of_the_store():
     password = secrets.token_hex(8)  # made here: no credential in the repository
     message = f"could not connect to postgresql://mlflow:{password}@db:5432/mlflow"
     assert password not in redact(message) and "db:5432" in redact(message)
+
+
+FIRST, NEW = {"threshold": "0.45"}, {"threshold": "0.35"}  # tell the two champions apart
+
+
+def lose_the_alias(settings, how: str, served: str, missing_dir) -> str | None:
+    """Take @champion away from the served version `how`; -> the version under it afterwards."""
+    name = settings.model_name
+    if how == "moved to a version that fails to load":
+        return register_broken_champion(settings, missing_dir)
+    with _REGISTRY_LOCK:
+        registry.configure(settings)
+        client = registry.client()
+        if how == "version deleted":
+            client.delete_model_version(name, served)  # MLflow drops its aliases with it
+        elif how == "alias removed":
+            client.delete_registered_model_alias(name, "champion")
+        else:
+            client.delete_registered_model(name)
+    return None
+
+
+def stated(health: dict, *, serving: bool) -> bool:
+    """Whether /health says the served model is (or is not, with the error) the champion."""
+    return health["serving_champion"] is serving and (health["last_error"] is None) is serving
+
+
+def assert_serves_the_champion(client, version: str) -> None:
+    """/health, /model/info and /metrics agree that `version` serves and holds @champion."""
+    health = client.get("/health").json()
+    assert health["model_version"] == version and health["last_error"] is None
+    assert health["serving_champion"] is True and health["champion_version"] == version
+    info = client.get("/model/info").json()
+    assert info["version"] == version and info["alias"] == "champion"
+    assert info["serving_champion"] is True and info["not_champion_reason"] is None
+    assert "heart_api_serving_champion 1.0" in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "version deleted",
+        "alias removed",
+        "registered model deleted",
+        "moved to a version that fails to load",
+    ],
+)
+def test_a_served_model_that_loses_champion_keeps_serving_and_says_so(
+    fresh_settings, champion_pipeline, tmp_path, how
+):
+    settings = fresh_settings.model_copy(
+        update={"api_poll_seconds": 0.5, "api_token": SecretStr(TOKEN)}
+    )
+    with TestClient(create_app(settings)) as client:
+        served = register_champion(settings, champion_pipeline, tags=FIRST)
+        wait_for(lambda: stated(client.get("/health").json(), serving=True))
+        assert_serves_the_champion(client, served)
+
+        now_champion = lose_the_alias(settings, how, served, tmp_path / "gone")
+        wait_for(lambda: stated(client.get("/health").json(), serving=False))
+        why = (
+            f"loading version {now_champion} failed"
+            if now_champion
+            else f"@champion of '{settings.model_name}' no longer resolves"
+        )
+        health = client.get("/health").json()
+        assert health["model_loaded"] is True and health["model_version"] == served
+        assert health["champion_version"] == now_champion and health["registry_reachable"]
+        assert why in health["last_error"]
+        assert f"still serving version {served}" in health["last_error"]
+        assert client.get("/health/ready").status_code == 200
+        assert client.post("/predict", json={"features": SEED}).json()["model_version"] == served
+        info = client.get("/model/info").json()
+        assert info["version"] == served and info["alias"] is None
+        assert info["serving_champion"] is False and info["champion_version"] == now_champion
+        assert why in info["not_champion_reason"]
+        exposition = client.get("/metrics").text
+        assert "heart_api_serving_champion 0.0" in exposition
+        assert "heart_api_model_loaded 1.0" in exposition
+        reload = client.post("/model/reload", headers=AUTH)
+        assert reload.status_code == 503
+        body = reload.json()
+        assert body["reloaded"] is False and body["model_version"] == served
+        assert why in body["detail"] and "yet" not in body["detail"]
+
+        # the alias comes back: on the served version (nothing to load) or on a new champion
+        if how == "alias removed":
+            with _REGISTRY_LOCK:
+                registry.configure(settings)
+                registry.client().set_registered_model_alias(
+                    settings.model_name, "champion", served
+                )
+            back, threshold = served, 0.45
+        else:
+            back, threshold = register_champion(settings, champion_pipeline, tags=NEW), 0.35
+        if how == "registered model deleted":
+            assert back == served  # the model made again numbers from 1: still a new version
+        wait_for(lambda: stated(client.get("/health").json(), serving=True))
+        assert_serves_the_champion(client, back)
+        assert client.post("/predict", json={"features": SEED}).json()["threshold"] == threshold

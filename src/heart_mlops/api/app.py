@@ -29,6 +29,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While the app runs, poll the champion of `app.state.holder` in a background task; on
     exit, stop it and drop this worker's live gauges."""
     metrics.record_model(None)
+    metrics.record_serving_champion(False)
     settle_heap()
     poller = asyncio.create_task(app.state.holder.poll_forever(), name="champion-poller")
     try:

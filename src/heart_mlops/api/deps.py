@@ -38,14 +38,14 @@ HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 def loaded_model(holder: ModelHolder) -> LoadedModel:
     """The model `holder` serves now.
 
-    Raises ApiError 503 with the reason (no champion yet, or the last load's error) and a
+    Raises ApiError 503 with the reason (no champion, or the last check's error) and a
     Retry-After of the poll interval in whole seconds (at least 1; 5 when polling is off).
     """
     model = holder.current
     if model is None:
         settings = holder.settings
         reason = holder.last_error or (
-            f"no version of '{settings.model_name}' has the alias @champion yet"
+            f"no version of '{settings.model_name}' has the alias @champion"
         )
         retry_after = str(max(1, int(settings.api_poll_seconds or 5)))
         raise ApiError(503, f"no model loaded: {reason}", headers={"Retry-After": retry_after})

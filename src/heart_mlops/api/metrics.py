@@ -47,6 +47,14 @@ MODEL_VERSION = Gauge(
     "Registered version of the served model.",
     multiprocess_mode="livemax",
 )
+# 0 while the served model is not the version under @champion (alias removed or moved to a
+# version that failed to load, version or registered model deleted) or none is loaded; across
+# workers 1 only if every live worker serves the champion
+SERVING_CHAMPION = Gauge(
+    "heart_api_serving_champion",
+    "1 when the served model is the version under @champion at the last registry check.",
+    multiprocess_mode="livemin",
+)
 
 
 def record_model(version: str | None) -> None:
@@ -54,6 +62,11 @@ def record_model(version: str | None) -> None:
     MODEL_LOADED.set(0 if version is None else 1)
     if version is not None and version.isdigit():
         MODEL_VERSION.set(int(version))
+
+
+def record_serving_champion(serving: bool) -> None:
+    """Set the champion gauge: 1 when the served model is the version under @champion."""
+    SERVING_CHAMPION.set(1 if serving else 0)
 
 
 def record_predictions(positives: int, total: int) -> None:

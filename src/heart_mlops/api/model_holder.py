@@ -3,6 +3,11 @@
 One holder per app (one per uvicorn worker). Loads run in a worker thread, so requests keep
 being answered with the current model meanwhile; a new model replaces the old one in a single
 assignment only after it loaded and compiled, so a failed load changes nothing.
+
+The served model can stop being the champion while it keeps serving: its version deleted, the
+alias removed or moved to a version that fails to load, the registered model deleted. Each check
+records what @champion resolves to and, while the served version is not that one, why
+(`ChampionStatus`), for /health, /model/info and the `heart_api_serving_champion` gauge.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from heart_mlops import registry
 from heart_mlops.api import metrics
@@ -51,6 +56,28 @@ class LoadedModel:
     runtime: Runtime
     info: dict
     loaded_at: str
+    created: int | None = None  # the version's creation time in the registry (ms)
+
+
+@dataclass(frozen=True)
+class ChampionStatus:
+    """What @champion resolved to at the last check that reached the registry.
+
+    A version is its number and creation time: a registered model deleted and registered
+    again numbers its versions from 1 again."""
+
+    version: str | None = None  # None: no version holds the alias (or no check reached it yet)
+    created: int | None = None
+    problem: str | None = None  # why the served version is not this one; None when it is
+
+    @property
+    def identity(self) -> tuple[str, int | None] | None:
+        """(version, creation time) of the version under @champion, None when there is none."""
+        return None if self.version is None else (self.version, self.created)
+
+    def serves(self, model: LoadedModel | None) -> bool:
+        """Whether `model` is the version under @champion (False for no model)."""
+        return model is not None and _identity(model) == self.identity
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,38 @@ class Outcome:
     detail: str
     failed: bool = False
     loaded: bool = False  # a version was loaded by this check
+
+
+def _identity(model: LoadedModel | None) -> tuple[str, int | None] | None:
+    """(version, creation time) of `model`, None for no model. Checks hold this rather than the
+    model: a model a check still refers to when the heap is frozen would never be freed."""
+    return None if model is None else (model.version, model.created)
+
+
+def _still_serving(version: str | None) -> str:
+    return f"still serving {'version ' + version if version else 'no model'}"
+
+
+def _no_champion(name: str, previous: str | None) -> Outcome:
+    """The outcome of a check that found no version under @champion: nothing to load, or
+    the served version lost the alias (a failure: the API serves a model no longer chosen)."""
+    if previous is None:
+        return Outcome(
+            False,
+            None,
+            None,
+            f"no version of '{name}' has the alias @{registry.CHAMPION}; "
+            "train one with `heart-mlops train`",
+        )
+    return Outcome(
+        False,
+        previous,
+        previous,
+        f"the alias @{registry.CHAMPION} of '{name}' no longer resolves (removed, or its version "
+        f"or the registered model deleted), still serving version {previous}, which is no "
+        f"longer @{registry.CHAMPION}",
+        failed=True,
+    )
 
 
 def settle_heap() -> None:
@@ -89,27 +148,30 @@ class ModelHolder:
     registry_reachable: bool | None = None
     registry_checked_at: str | None = None
     last_error: str | None = None
+    champion: ChampionStatus = field(default_factory=ChampionStatus)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def refresh(self, *, force: bool = False) -> Outcome:
-        """Load the champion if it differs from the served version (or always, with force)."""
+        """Load the champion if it differs from the served version (or always, with force).
+
+        `last_error` becomes the outcome's detail when it failed, None when it did not."""
         async with self._lock:
             outcome = await asyncio.to_thread(self._refresh_blocking, force)
+        self.last_error = outcome.detail if outcome.failed else None
         if outcome.failed:
-            self.last_error = outcome.detail
             log.warning("%s", outcome.detail)
         elif outcome.changed:
-            self.last_error = None
             log.info("%s", outcome.detail)
         return outcome
 
     def _refresh_blocking(self, force: bool) -> Outcome:
-        previous = self.current.version if self.current else None
+        served = _identity(self.current)
+        previous = served[0] if served else None
         name = self.settings.model_name
         try:
             with _REGISTRY_LOCK:
                 registry.connect(self.settings)
-                version = registry.champion_version(name)
+                found = registry.version_by_alias(name, registry.CHAMPION)
         except Exception as exc:  # any failure to talk to the registry
             self.registry_reachable, self.registry_checked_at = False, _now()
             return Outcome(
@@ -117,40 +179,43 @@ class ModelHolder:
                 previous,
                 previous,
                 redact(
-                    f"model registry unreachable, still serving "
-                    f"{'version ' + previous if previous else 'no model'}: "
+                    f"model registry unreachable, {_still_serving(previous)}: "
                     f"{type(exc).__name__}: {exc}"
                 ),
                 failed=True,
             )
         self.registry_reachable, self.registry_checked_at = True, _now()
-        if version is None:
-            return Outcome(
-                False,
-                previous,
-                previous,
-                f"no version of '{name}' has the alias @{registry.CHAMPION} yet; "
-                "train one with `heart-mlops train`",
-            )
-        if version == previous and not force:
-            return Outcome(False, previous, previous, f"version {previous} is still champion")
+        champion = ChampionStatus(
+            registry.version_of(found), getattr(found, "creation_timestamp", None)
+        )
+        if champion.version is None:
+            outcome = _no_champion(name, previous)
+        elif champion.identity == served and not force:
+            outcome = Outcome(False, previous, previous, f"version {previous} is still champion")
+        else:
+            outcome = self._load_and_publish(champion, served)
+        if not outcome.loaded:  # a load records the status itself, before serving the model
+            self._record_champion(champion, served, outcome.detail)
+        return outcome
+
+    def _load_and_publish(self, champion: ChampionStatus, served: tuple | None) -> Outcome:
+        previous = served[0] if served else None
         try:
-            loaded = self._load(version)
+            loaded = self._load(champion.version, champion.created)
         except Exception as exc:
             return Outcome(
                 False,
                 previous,
                 previous,
                 redact(
-                    f"loading version {version} failed, still serving "
-                    f"{'version ' + previous if previous else 'no model'}: "
+                    f"loading version {champion.version} failed, {_still_serving(previous)}: "
                     f"{type(exc).__name__}: {exc}"
                 ),
                 failed=True,
             )
         self._publish(loaded)
         return Outcome(
-            loaded.version != previous,
+            champion.identity != served,
             loaded.version,
             previous,
             f"serving version {loaded.version} ({loaded.info['model_type']}, "
@@ -158,14 +223,24 @@ class ModelHolder:
             loaded=True,
         )
 
+    def _record_champion(self, champion: ChampionStatus, served: tuple | None, detail: str) -> None:
+        """Record what @champion resolves to while the model of identity `served` serves, and
+        its gauge; `detail` says why they differ, when they do and a model serves."""
+        serving = served is not None and champion.identity == served
+        problem = None if serving or served is None else detail
+        self.champion = replace(champion, problem=problem)
+        metrics.record_serving_champion(serving)
+
     def _publish(self, loaded: LoadedModel) -> None:
-        """Serve `loaded`. Its metrics are recorded first: whoever sees the new model served
-        (readiness, /predict) also sees it in /metrics."""
+        """Serve `loaded`, the version under @champion. Its metrics are recorded first:
+        whoever sees the new model served (readiness, /predict) also sees it in /metrics."""
         metrics.record_model(loaded.version)
+        champion = ChampionStatus(loaded.version, loaded.created)
+        self._record_champion(champion, _identity(loaded), "")
         self.current = loaded
         settle_heap()
 
-    def _load(self, version: str) -> LoadedModel:
+    def _load(self, version: str, created: int | None = None) -> LoadedModel:
         with _REGISTRY_LOCK:
             registry.connect(self.settings)
             champion = registry.load_champion(self.settings, version)
@@ -189,7 +264,12 @@ class ModelHolder:
         }
         loaded_at = _now()
         return LoadedModel(
-            version, champion.threshold, runtime, {**info, "loaded_at": loaded_at}, loaded_at
+            version,
+            champion.threshold,
+            runtime,
+            {**info, "loaded_at": loaded_at},
+            loaded_at,
+            created,
         )
 
     async def poll_forever(self) -> None:

@@ -348,7 +348,49 @@ class Health(BaseModel):
         description="at the last check of the registry; null before the first check"
     )
     registry_checked_at: str | None
-    last_error: str | None
+    last_error: str | None = Field(
+        description="what went wrong at the last check (registry unreachable, a load failed, "
+        "@champion no longer resolves); null when it went well"
+    )
+    champion_version: str | None = Field(
+        description="the version under @champion at the last check that reached the registry; "
+        "null when no version holds the alias (or before that check)"
+    )
+    serving_champion: bool = Field(
+        description="whether the served model is that version; false while none is loaded or "
+        "the served one lost @champion (it keeps serving: see last_error)"
+    )
+
+
+class ModelInfo(BaseModel):
+    """The served model. `alias` is null once it is no longer @champion (it keeps serving):
+    `serving_champion` false, `not_champion_reason` says why."""
+
+    model_config = ConfigDict(extra="allow")
+    model_name: str
+    version: str = Field(description="the served version")
+    alias: Literal["champion"] | None = Field(
+        description="'champion' while the served version holds @champion (at the last check "
+        "that reached the registry), null once it no longer does"
+    )
+    serving_champion: bool
+    champion_version: str | None = Field(
+        description="the version under @champion at that check; null when none holds it"
+    )
+    not_champion_reason: str | None = Field(
+        description="why the served version is not @champion (alias removed or moved to a "
+        "version that failed to load, version or registered model deleted); null while it is"
+    )
+    run_id: str | None
+    model_type: str
+    candidate: str | None
+    tuning_label: str | None
+    runtime: str
+    threshold: float
+    parameters: dict[str, Any]
+    metrics: dict[str, dict[str, float]]
+    data: dict[str, str | None]
+    loaded_at: str
 
 
 class ReloadResult(BaseModel):

@@ -14,18 +14,28 @@ router = APIRouter(prefix="/model", tags=["model"])
 
 @router.get(
     "/info",
+    response_model=schemas.ModelInfo,
     responses=error_responses(503),
     summary="The served model: version, type, parameters, metrics, data fingerprint",
 )
-async def model_info(model: ServingModel) -> dict:
+async def model_info(model: ServingModel, holder: HolderDep) -> dict:
     """
     \f
     The served model's registered name, version, alias, run id, model type, runtime,
-    threshold, parameters, CV and holdout metrics, data fingerprint and `loaded_at` (UTC).
+    threshold, parameters, CV and holdout metrics, data fingerprint and `loaded_at` (UTC), and
+    whether it is still the version under @champion (`alias` null and the reason when not).
 
     Raises ApiError 503 while no model is loaded.
     """
-    return model.info
+    champion = holder.champion
+    serving = champion.serves(model)
+    return {
+        **model.info,
+        "alias": model.info["alias"] if serving else None,
+        "serving_champion": serving,
+        "champion_version": champion.version,
+        "not_champion_reason": None if serving else champion.problem,
+    }
 
 
 @router.post(

@@ -40,9 +40,10 @@ async def health(holder: HolderDep) -> dict:
     """
     \f
     Always 200: whether a model is loaded and its version, whether the registry answered at
-    its last check (null before the first) and when (UTC), the last load error.
+    its last check (null before the first) and when (UTC), what went wrong at that check, the
+    version under @champion and whether the served model is that version.
     """
-    model = holder.current
+    model, champion = holder.current, holder.champion
     return {
         "status": "ok",
         "model_loaded": model is not None,
@@ -50,6 +51,8 @@ async def health(holder: HolderDep) -> dict:
         "registry_reachable": holder.registry_reachable,
         "registry_checked_at": holder.registry_checked_at,
         "last_error": holder.last_error,
+        "champion_version": champion.version,
+        "serving_champion": champion.serves(model),
     }
 
 
