@@ -139,8 +139,9 @@ def settle_heap() -> None:
 @dataclass
 class ModelHolder:
     """The app's served model (`current`, None until a load succeeds) and the registry's state:
-    whether it answered at the last check and when (UTC, ISO 8601), the last error (credentials
-    redacted). `refresh` loads the champion and reports a failed check or load in its Outcome,
+    whether it answered at the last check and when (UTC, ISO 8601), what @champion resolved to
+    and whether the served model is it (`champion`), the last error (credentials redacted).
+    `refresh` loads the champion and reports a failed check or load in its Outcome,
     never raising it; `poll_forever` refreshes every api_poll_seconds."""
 
     settings: Settings

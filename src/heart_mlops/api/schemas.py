@@ -339,7 +339,8 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     """Liveness: `ok` while the process serves; whether a model is loaded and its version, the
-    registry's state at its last check and when (UTC, ISO 8601), the last load or registry error."""
+    registry's state at its last check and when (UTC, ISO 8601), the version under @champion and
+    whether it is the one served, the last load or registry error."""
 
     status: Literal["ok"]
     model_loaded: bool
