@@ -247,16 +247,18 @@ def validate(frame: pd.DataFrame, *, label: bool = True) -> pd.DataFrame:
         raise DataError("data validation failed:\n  " + "\n  ".join(lines)) from None
 
 
-def checked_features(frame: pd.DataFrame) -> pd.DataFrame:
+def checked_features(frame: pd.DataFrame, *, from_file: bool = False) -> pd.DataFrame:
     """Rows to score, held to the API's rules: the 13 features by name, as floats.
 
     `frame`: one row per patient, a column per feature (other columns are ignored), of int or
     float numbers; NaN or None mean missing, and so do the missing codes (ca 4, thal 0, chol 0,
-    trestbps 0), which are kept as given. -> float64 frame of shape (len(frame), 13) in
-    FEATURES order, indexed 0..n-1.
+    trestbps 0), which are kept as given. `from_file`: the cells of a file, where text that
+    reads as a number is that number. -> float64 frame of shape (len(frame), 13) in FEATURES
+    order, indexed 0..n-1.
 
     DataError naming the column, the rows (1-based) and the values when a feature column is
-    missing, or holds text or booleans, or values outside the feature table (infinity too).
+    missing, or holds text (other than numbers, `from_file`) or booleans, or values outside
+    the feature table (infinity too).
     """
     missing = [c for c in FEATURES if c not in frame.columns]
     if missing:
@@ -265,7 +267,7 @@ def checked_features(frame: pd.DataFrame) -> pd.DataFrame:
             f"{','.join(FEATURES)}"
         )
     features = frame.loc[:, list(FEATURES)].reset_index(drop=True)
-    _check_numbers(features)
+    (_check_numeric if from_file else _check_numbers)(features)
     features = features.astype("float64")
     validate(mark_missing(features), label=False)
     return features
