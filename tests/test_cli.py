@@ -120,6 +120,24 @@ def test_predict_rejects_rows_outside_the_schema(trained, tmp_path):
     assert "column 'trestbps'" in completed.stderr and "60 to 250" in completed.stderr
 
 
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("52,1,0,abc,", "column 'trestbps' must be numeric; rows 1 hold 'abc'"),
+        ("52,1,4,125,", "column 'cp': rows 1 hold 4; allowed: 0, 1, 2, 3"),
+    ],
+    ids=["text", "uci-code"],
+)
+def test_predict_refuses_text_and_codes_before_reading_the_registry(
+    fresh_settings, tmp_path, row, message
+):
+    bad = tmp_path / "rows.csv"
+    bad.write_text(HEART_CSV.read_text().replace("\n52,1,0,125,", "\n" + row, 1))
+    completed = run_cli("predict", str(bad), settings=fresh_settings)
+    assert completed.returncode == 1
+    assert message in completed.stderr and "Traceback" not in completed.stderr
+
+
 def test_tune_runs_a_search_alone(trained):
     completed = run_cli(
         "tune", "--model", "logistic_regression", "--trials", "2", settings=trained["settings"]

@@ -13,6 +13,7 @@ from heart_mlops.data import (
     FEATURES,
     LABEL,
     SCHEMA,
+    checked_features,
     load_bytes,
     min_rows_per_class,
     parse,
@@ -116,6 +117,15 @@ def test_invalid_data_is_reported_with_column_rows_and_allowed_values(change, ex
     with pytest.raises(DataError) as error:
         load_bytes(_csv_with(change))
     assert expected in str(error.value)
+
+
+def test_rows_to_score_keep_their_missing_codes_and_are_reported_by_position():
+    rows = pd.read_csv(HEART_CSV).iloc[[10, 20, 30]]  # an index that is not 0..n-1
+    checked = checked_features(rows.assign(ca=[4, 0, np.nan]))
+    assert checked.shape == (3, 13) and (checked.dtypes == "float64").all()
+    assert list(checked.columns) == list(FEATURES) and checked["ca"].iloc[0] == 4
+    with pytest.raises(DataError, match=r"column 'restecg': rows 2 hold 3; allowed: 0, 1, 2"):
+        checked_features(rows.assign(restecg=[0, 3, 1]))
 
 
 def test_report_names_allowed_values():

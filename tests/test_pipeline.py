@@ -70,12 +70,14 @@ def test_champion_loads_in_a_fresh_process_and_gives_p_disease_with_nan(trained)
 import json, sys, numpy as np, pandas as pd, mlflow
 mlflow.set_tracking_uri({settings.tracking_uri!r})
 model = mlflow.pyfunc.load_model("models:/{settings.model_name}@champion")
-frame = pd.read_csv({str(HEART_CSV)!r}).drop(columns="target").astype("float64")
+integers = pd.read_csv({str(HEART_CSV)!r}).drop(columns="target")  # int64 columns
+frame = integers.astype("float64")
+gap = np.abs(np.asarray(model.predict(integers)) - np.asarray(model.predict(frame))).max()
 frame.loc[0, :] = np.nan  # a patient with nothing recorded
 for i, column in enumerate(frame.columns):
     frame.loc[i + 1, column] = np.nan  # each column missing once
 out = np.asarray(model.predict(frame))
-print(json.dumps({{"shape": list(out.shape), "p": out[:, 1].tolist(),
+print(json.dumps({{"shape": list(out.shape), "p": out[:, 1].tolist(), "int_gap": float(gap),
                   "rowsum": float(np.abs(out.sum(axis=1) - 1).max())}}))
 """
     completed = subprocess.run(
@@ -84,6 +86,7 @@ print(json.dumps({{"shape": list(out.shape), "p": out[:, 1].tolist(),
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["shape"] == [1025, 2] and result["rowsum"] < 1e-9
+    assert result["int_gap"] == 0.0  # integers answered as their floats
     p = np.array(result["p"])
     assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     # P(disease) agrees with the diagnosis: high for sick patients, low for healthy ones

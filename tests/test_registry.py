@@ -7,21 +7,29 @@ model by its C (`by_c`), which sets who beats whom.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+import skops.io as sio
+from mlflow.exceptions import MlflowException
+from sklearn.pipeline import Pipeline
 
 from heart_mlops import __version__, registry
+from heart_mlops.data import FEATURES
 from heart_mlops.errors import RegistryError
 from heart_mlops.evaluation import holdout_metrics
 from heart_mlops.settings import Settings
 from tests.conftest import fast_settings
-from tests.support import fitted_candidate, heart_split
+from tests.support import HEART_CSV, fitted_candidate, heart_split
 
 C_VALUES = (0.5, 1.0, 2.0)
 
@@ -441,3 +449,140 @@ def test_promotion_blocker_names_why_a_version_may_not_become_champion(
         synthetic=synthetic, cv_roc_auc=cv_roc_auc, leak_threshold=0.95
     )
     assert reason == expected if expected is None else expected in reason
+
+
+# --- the registered model as MLflow loads and serves it --------------------------------------
+@pytest.fixture(scope="module")
+def champion_pyfunc(store):
+    """A champion of the module's store (C=1) under a name of its own, loaded the way the README
+    shows. -> (settings of that name, the loaded pyfunc model)"""
+    registry.configure(store.settings)
+    settings = store.settings.model_copy(update={"model_name": f"heart-{uuid.uuid4().hex[:8]}"})
+    version = registry.register(store.uris["C=1"], settings.model_name, {})
+    registry.promote(settings.model_name, version, "pyfunc tests")
+    return settings, mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion")
+
+
+def test_registered_model_takes_the_integers_of_heart_csv_like_their_floats(champion_pyfunc):
+    settings, model = champion_pyfunc
+    integers = pd.read_csv(HEART_CSV)  # int64 columns (oldpeak float64), and `target`
+    assert (integers.dtypes == "int64").sum() == 13
+    out = np.asarray(model.predict(integers))
+    assert out.shape == (1025, 2)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    floats = integers.loc[:, list(FEATURES)].astype("float64")
+    np.testing.assert_array_equal(out, np.asarray(model.predict(floats)))
+    # the same answer as the sklearn pipeline the API compiles
+    pipeline = registry.load_champion(settings).pipeline
+    assert isinstance(pipeline, Pipeline)
+    np.testing.assert_array_equal(out, pipeline.predict_proba(floats))
+
+
+def test_registered_model_takes_nan_and_the_missing_codes_as_missing(champion_pyfunc):
+    _, model = champion_pyfunc
+    rows = pd.read_csv(HEART_CSV).loc[:3, list(FEATURES)].astype("float64")
+    rows.loc[0, :] = np.nan  # nothing recorded
+    rows.loc[1, ["ca", "thal", "chol", "trestbps"]] = [4, 0, 0, 0]  # heart.csv's missing codes
+    rows.loc[2, :] = rows.loc[1, :]
+    rows.loc[2, ["ca", "thal", "chol", "trestbps"]] = np.nan
+    out = np.asarray(model.predict(rows))
+    assert out.shape == (4, 2) and np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(out[1], out[2])
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        # the UCI codes of chest pain and thallium, which heart.csv codes otherwise
+        (
+            {(0, "cp"): 4, (1, "thal"): 7},
+            [
+                "column 'cp': rows 1 hold 4; allowed: 0, 1, 2, 3",
+                "column 'thal': rows 2 hold 7; allowed: 1, 2, 3 (0 = missing)",
+            ],
+        ),
+        (
+            {(2, "age"): 500, (2, "thal"): 99},
+            [
+                "column 'age': rows 3 hold 500; allowed: 1 to 120",
+                "column 'thal': rows 3 hold 99; allowed: 1, 2, 3 (0 = missing)",
+            ],
+        ),
+        (
+            {(1, "oldpeak"): -7.5, (3, "chol"): np.inf},
+            [
+                "column 'oldpeak': rows 2 hold -7.5; allowed: -5 to 10",
+                "column 'chol': rows 4 hold inf; allowed: 60 to 700 (0 = missing)",
+            ],
+        ),
+        ({(3, "ca"): 2.5}, ["column 'ca': rows 4 hold 2.5; allowed: 0, 1, 2, 3 (4 = missing)"]),
+        ({(1, "sex"): True}, ["column 'sex' must be numeric; rows 2 hold True"]),
+        ({(0, "trestbps"): "145"}, ["column 'trestbps' must be numeric; rows 1 hold '145'"]),
+    ],
+    ids=["uci-codes", "garbage", "out-of-range", "not-a-code", "boolean", "text"],
+)
+def test_registered_model_refuses_values_outside_the_feature_table(
+    champion_pyfunc, changes, expected
+):
+    _, model = champion_pyfunc
+    rows = pd.read_csv(HEART_CSV).loc[:3, list(FEATURES)]
+    for (row, column), value in changes.items():
+        if isinstance(value, bool | str):
+            rows[column] = rows[column].astype(object)
+        elif isinstance(value, float):
+            rows[column] = rows[column].astype("float64")
+        rows.loc[row, column] = value
+    with pytest.raises(MlflowException) as raised:
+        model.predict(rows)
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
+    for line in expected:
+        assert line in raised.value.message
+
+
+def test_registered_model_names_a_missing_column(champion_pyfunc):
+    _, model = champion_pyfunc
+    with pytest.raises(MlflowException, match="'thal'"):
+        model.predict(pd.read_csv(HEART_CSV).drop(columns="thal"))
+
+
+def test_registered_model_loads_in_a_fresh_process_as_the_readme_shows(champion_pyfunc):
+    settings, _ = champion_pyfunc
+    script = f"""
+import json, mlflow, numpy as np, pandas as pd
+mlflow.set_tracking_uri({settings.tracking_uri!r})
+model = mlflow.pyfunc.load_model("models:/{settings.model_name}@champion")
+df = pd.read_csv({str(HEART_CSV)!r})
+out = np.asarray(model.predict(df))
+df.loc[0, "cp"] = 4
+try:
+    model.predict(df)
+    refused = None
+except mlflow.exceptions.MlflowException as exc:
+    refused = exc.message
+print(json.dumps({{"shape": list(out.shape), "p": out[:3, 1].tolist(), "refused": refused}}))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [1025, 2]
+    expected = registry.load_champion(settings).pipeline.predict_proba(
+        pd.read_csv(HEART_CSV).loc[:2, list(FEATURES)]
+    )[:, 1]
+    np.testing.assert_allclose(result["p"], expected, rtol=0, atol=1e-12)
+    assert "column 'cp': rows 1 hold 4; allowed: 0, 1, 2, 3" in result["refused"]
+
+
+def test_load_version_gives_the_pipeline_of_versions_logged_as_the_sklearn_flavor(versions):
+    """Versions registered before the pipeline was wrapped still serve the API."""
+    model = fitted_candidate("logistic_regression", heart_split()[0], {"C": 0.25})
+    trusted = sio.get_untrusted_types(data=registry.serialize(model))
+    with mlflow.start_run(run_name="sklearn flavor"):
+        uri = mlflow.sklearn.log_model(
+            model, name="sklearn_model", skops_trusted_types=trusted
+        ).model_uri
+    version = registry.register(uri, versions.name, {})
+    pipeline = registry.load_version(versions.name, version)
+    assert isinstance(pipeline, Pipeline) and pipeline[-1].C == 0.25

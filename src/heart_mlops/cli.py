@@ -191,7 +191,7 @@ def predict(
     import pandas as pd
 
     from heart_mlops import registry
-    from heart_mlops.data import FEATURES, mark_missing, validate
+    from heart_mlops.data import checked_features
     from heart_mlops.evaluation import probability_of_disease
 
     settings = _settings()
@@ -199,11 +199,8 @@ def predict(
         if not file.is_file():
             raise HeartMlopsError(f"no such file: {file}")
         frame = pd.read_json(file) if file.suffix.lower() == ".json" else pd.read_csv(file)
-        missing = [c for c in FEATURES if c not in frame.columns]
-        if missing:
-            raise HeartMlopsError(f"{file}: missing column(s) {', '.join(missing)}")
-        features = frame.loc[:, list(FEATURES)].apply(pd.to_numeric, errors="coerce")
-        validate(mark_missing(features).assign(disease=0.0))
+        # the API's rules, as the registered model applies them
+        features = checked_features(frame, from_file=True)
         registry.connect(settings)
         champion = registry.load_champion(settings)
         p = probability_of_disease(champion.pipeline, features)

@@ -180,13 +180,34 @@ def parse(raw: bytes) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
 
 
 def _check_numeric(frame: pd.DataFrame) -> None:
+    """Columns of a file -> numbers in place; text that is not a number is refused."""
     for column in frame.columns:
         converted = pd.to_numeric(frame[column], errors="coerce")
-        bad = frame.index[converted.isna() & frame[column].notna()]
-        if len(bad):
-            values = ", ".join(repr(v) for v in frame.loc[bad[:5], column])
-            raise DataError(f"column '{column}' must be numeric; rows {_rows(bad)} hold {values}")
+        _refuse(frame, column, frame.index[converted.isna() & frame[column].notna()])
         frame[column] = converted
+
+
+def _is_number(value) -> bool:
+    """An int or float (numpy's too) or a missing value (None); booleans and text are not."""
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _check_numbers(frame: pd.DataFrame) -> None:
+    """Columns of rows to score hold numbers, not text or booleans, as the API's bodies must."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind not in "iuf":
+            _refuse(frame, column, frame.index[~values.map(_is_number).to_numpy(dtype=bool)])
+
+
+def _refuse(frame: pd.DataFrame, column: str, bad: pd.Index) -> None:
+    if len(bad):
+        values = ", ".join(repr(v) for v in frame.loc[bad[:5], column])
+        raise DataError(f"column '{column}' must be numeric; rows {_rows(bad)} hold {values}")
 
 
 def _rows(index) -> str:
@@ -203,7 +224,7 @@ def mark_missing(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _schema() -> pa.DataFrameSchema:
+def _schema(*, label: bool) -> pa.DataFrameSchema:
     columns = {}
     for spec in FEATURE_SPECS:
         if spec.codes:
@@ -211,17 +232,20 @@ def _schema() -> pa.DataFrameSchema:
         else:
             check = pa.Check.in_range(spec.low, spec.high, error=f"allowed: {spec.allowed}")
         columns[spec.name] = pa.Column(float, check, nullable=True)
-    columns[LABEL] = pa.Column(float, pa.Check.isin([0.0, 1.0], error="allowed: 0, 1"))
+    if label:
+        columns[LABEL] = pa.Column(float, pa.Check.isin([0.0, 1.0], error="allowed: 0, 1"))
     return pa.DataFrameSchema(columns, strict=False, coerce=True)
 
 
-SCHEMA = _schema()
+SCHEMA = _schema(label=True)
+FEATURE_SCHEMA = _schema(label=False)  # rows to score: the features alone
 
 
-def validate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Check every column against the feature table; raise one report of all violations."""
+def validate(frame: pd.DataFrame, *, label: bool = True) -> pd.DataFrame:
+    """Check every column against the feature table, and the label unless `label` is False;
+    raise one DataError reporting all violations (column, rows 1-based, values, allowed)."""
     try:
-        return SCHEMA.validate(frame, lazy=True)
+        return (SCHEMA if label else FEATURE_SCHEMA).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
         lines = []
@@ -232,6 +256,32 @@ def validate(frame: pd.DataFrame) -> pd.DataFrame:
             rows = _rows(group["index"].dropna().astype(int).tolist())
             lines.append(f"column '{column}': rows {rows} hold {values}; {check}")
         raise DataError("data validation failed:\n  " + "\n  ".join(lines)) from None
+
+
+def checked_features(frame: pd.DataFrame, *, from_file: bool = False) -> pd.DataFrame:
+    """Rows to score, held to the API's rules: the 13 features by name, as floats.
+
+    `frame`: one row per patient, a column per feature (other columns are ignored), of int or
+    float numbers; NaN or None mean missing, and so do the missing codes (ca 4, thal 0, chol 0,
+    trestbps 0), which are kept as given. `from_file`: the cells of a file, where text that
+    reads as a number is that number. -> float64 frame of shape (len(frame), 13) in FEATURES
+    order, indexed 0..n-1.
+
+    DataError naming the column, the rows (1-based) and the values when a feature column is
+    missing, or holds text (other than numbers, `from_file`) or booleans, or values outside
+    the feature table (infinity too).
+    """
+    missing = [c for c in FEATURES if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"missing column(s) {', '.join(missing)}; the model needs the 13 columns "
+            f"{','.join(FEATURES)}"
+        )
+    features = frame.loc[:, list(FEATURES)].reset_index(drop=True)
+    (_check_numeric if from_file else _check_numbers)(features)
+    features = features.astype("float64")
+    validate(mark_missing(features), label=False)
+    return features
 
 
 def sha256(raw: bytes) -> str:

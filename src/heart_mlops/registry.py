@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ import skops.io as sio
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from heart_mlops import __version__
 from heart_mlops.data import FEATURES
@@ -36,6 +38,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREFIX = "heart_mlops."
 PROMOTION_METRIC = "holdout_roc_auc"
+# what MLflow runs to load a logged model, and the name of its pipeline artifact
+MODEL_CODE = Path(__file__).with_name("pyfunc_model_code.py")
+PIPELINE_ARTIFACT = "pipeline"
 
 
 def connect(settings: Settings) -> None:
@@ -93,35 +98,38 @@ def deserialize(payload: bytes):
     return sio.loads(payload, trusted=sio.get_untrusted_types(data=payload))
 
 
-def trusted_types(model) -> list[str]:
-    """The type names in this model that skops does not trust by default (e.g.
-    heart_mlops.features.ClinicalInput, numpy.dtype, sklearn's private calibration classes),
-    declared trusted when the model is logged, so MLflow can load it."""
-    return sio.get_untrusted_types(data=sio.dumps(model))
-
-
 def input_example(frame: pd.DataFrame) -> pd.DataFrame:
     """The first 3 rows of the 13 FEATURES columns as float64: the logged model's example and
     the source of its signature. KeyError when a feature column is missing."""
     return frame.loc[:, list(FEATURES)].astype("float64").head(3)
 
 
+def signature(model, example: pd.DataFrame) -> ModelSignature:
+    """The 13 features by name, each of MLflow's type `any` (int and float columns both reach
+    `ClinicalModel`, which checks them); out: an array (n, 2), P(no disease), P(disease)."""
+    inputs = Schema([ColSpec(AnyType(), name) for name in FEATURES])
+    return ModelSignature(inputs, infer_signature(example, model.predict_proba(example)).outputs)
+
+
 def log_model(model, example: pd.DataFrame, *, name: str = "model") -> str:
-    """Log the pipeline to the active run: doubles in (NaN allowed), P(no disease), P(disease) out.
+    """Log the pipeline to the active run as `pyfunc_model.ClinicalModel` (models from code),
+    the pipeline its skops artifact: int or float columns in (NaN = missing), values outside
+    the feature table refused, P(no disease), P(disease) out.
 
     -> the logged model's URI
     """
     example = input_example(example)
-    signature = infer_signature(example, model.predict_proba(example))
-    info = mlflow.sklearn.log_model(
-        model,
-        name=name,
-        signature=signature,
-        input_example=example,
-        pyfunc_predict_fn="predict_proba",
-        skops_trusted_types=trusted_types(model),
-        pip_requirements=_requirements(),
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        pipeline = Path(folder) / "pipeline.skops"
+        pipeline.write_bytes(serialize(model))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MODEL_CODE,
+            artifacts={PIPELINE_ARTIFACT: str(pipeline)},
+            signature=signature(model, example),
+            input_example=example,
+            pip_requirements=_requirements(),
+        )
     return info.model_uri
 
 
@@ -333,8 +341,14 @@ def version_tags(
 
 
 def load_version(model_name: str, version: str):
-    """The sklearn pipeline of a registered version."""
-    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    """The sklearn Pipeline of a registered version: the one inside its ClinicalModel, or the
+    model itself for versions logged before, as MLflow's sklearn flavor.
+
+    MlflowException when the version or its artifacts cannot be read."""
+    uri = f"models:/{model_name}/{version}"
+    if "sklearn" in mlflow.models.get_model_info(uri).flavors:
+        return mlflow.sklearn.load_model(uri)
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().pipeline
 
 
 @dataclass(frozen=True)
