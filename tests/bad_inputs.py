@@ -79,6 +79,11 @@ NOT_NUMBERS = [
         ["column 'chol'", "rows 1, 4 hold 'NA';", "column 'thalach'", "rows 7 hold 'nan'"],
     ),
     (
+        "brackets in cp, as a CLI prints them",
+        heart_csv_with((6, "cp", "[/b]"), (8, "cp", "[1]")),
+        ["column 'cp'", "rows 6, 8 hold '[/b]', '[1]'", "allowed: 0, 1, 2, 3"],
+    ),
+    (
         "yes in exang of a UCI file",
         uci_with((2, "exang", "yes")),
         ["column 'exang' (field 9)", "rows 2 hold 'yes'", "allowed: 0, 1", "an empty cell or ?"],

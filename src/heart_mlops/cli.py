@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from heart_mlops.errors import DataError, HeartMlopsError
@@ -48,7 +49,8 @@ def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug log
 def _fail(exc: Exception) -> typer.Exit:
     if state["debug"]:
         raise exc
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+    # the message may quote the user's input: brackets in it are text, not markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
     return typer.Exit(code=1 if isinstance(exc, HeartMlopsError) else 2)
 
 
