@@ -52,6 +52,7 @@ def json_rows(*cells: tuple[int, str, object], rows: int = 5) -> bytes:
 
 
 def _lines(path, change) -> bytes:
+    """The file at `path` with `change` applied to each line."""
     return ("\n".join(change(line) for line in path.read_text().splitlines()) + "\n").encode()
 
 
@@ -170,6 +171,7 @@ WRONG_SHAPE = [
 
 
 def case_ids(cases) -> list[str]:
+    """The names of `cases`, as pytest ids."""
     return [name for name, _, _ in cases]
 
 
