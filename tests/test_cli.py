@@ -15,6 +15,14 @@ import pytest
 
 from heart_mlops import registry
 from heart_mlops.settings import PROJECT_ROOT
+from tests.bad_inputs import (
+    JSON_NOT_NUMBERS,
+    NO_LABEL,
+    NO_ROWS,
+    NOT_NUMBERS,
+    WRONG_SHAPE,
+    assert_message,
+)
 from tests.support import untrainable_files
 
 HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
@@ -161,3 +169,82 @@ def test_train_refuses_untrainable_data_with_exit_1_and_registers_nothing(fresh_
         assert expected[name] in completed.stderr and "Traceback" not in completed.stderr
     registry.configure(fresh_settings)
     assert registry.client().search_model_versions(f"name = '{fresh_settings.model_name}'") == []
+
+
+# --- input a user can get wrong: exit 1, one message, nothing registered or written ----------
+
+
+def _registry_state(settings) -> tuple:
+    """(the champion's version or None, the number of versions) of the settings' store."""
+    registry.configure(settings)
+    champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+    versions = registry.client().search_model_versions(f"name = '{settings.model_name}'")
+    return registry.version_of(champion) if champion else None, len(versions)
+
+
+def _refuse_each(cases, tmp_path, settings, *command: str) -> None:
+    """Run `heart-mlops COMMAND FILE` on each case's file: exit 1 and its one message."""
+    for number, (name, content, expected) in enumerate(cases):
+        suffix = "json" if content.lstrip()[:1] in (b"[", b"{") else "csv"
+        path = tmp_path / f"input-{number}.{suffix}"
+        path.write_bytes(content)
+        completed = run_cli(*command, str(path), settings=settings)
+        shown = completed.stderr + completed.stdout
+        assert completed.returncode == 1, f"{name}: exit {completed.returncode}\n{shown}"
+        assert_message(shown, expected)
+        assert completed.stderr.count("error:") == 1, f"{name}: {shown}"
+
+
+def _refuse_for_training(cases, settings, tmp_path) -> None:
+    _refuse_each(cases, tmp_path, settings, "train", "--data")
+    assert _registry_state(settings) == (None, 0)  # no version, no champion
+    assert not list(settings.home_dir.rglob("*.parquet"))  # no validated data stored
+
+
+def _refuse_for_predictions(cases, trained, tmp_path) -> None:
+    settings = trained["settings"]
+    before = _registry_state(settings)
+    out = tmp_path / "predictions.csv"
+    _refuse_each(cases, tmp_path, settings, "predict", "--output", str(out))
+    assert not out.exists()
+    assert _registry_state(settings) == before
+
+
+def test_train_refuses_text_in_a_number_column(fresh_settings, tmp_path):
+    _refuse_for_training(NOT_NUMBERS, fresh_settings, tmp_path)
+
+
+def test_predict_refuses_text_in_a_number_column_instead_of_imputing_it(trained, tmp_path):
+    _refuse_for_predictions(NOT_NUMBERS + JSON_NOT_NUMBERS, trained, tmp_path)
+
+
+def test_train_refuses_a_file_without_data_rows(fresh_settings, tmp_path):
+    cases = [case for case in NO_ROWS if case[0] != "a header and blank lines"]
+    _refuse_for_training(cases, fresh_settings, tmp_path)
+
+
+def test_predict_refuses_a_file_without_data_rows(trained, tmp_path):
+    _refuse_for_predictions(NO_ROWS, trained, tmp_path)
+
+
+def test_train_refuses_a_file_of_another_shape(fresh_settings, tmp_path):
+    _refuse_for_training(WRONG_SHAPE, fresh_settings, tmp_path)
+
+
+def test_predict_refuses_a_file_of_another_shape(trained, tmp_path):
+    _refuse_for_predictions(WRONG_SHAPE, trained, tmp_path)
+
+
+def test_train_names_a_missing_label_as_the_file_does(fresh_settings, tmp_path):
+    _refuse_for_training(NO_LABEL, fresh_settings, tmp_path)
+
+
+def test_predict_reads_json_rows_and_uci_files_without_a_label(trained, tmp_path):
+    rows = tmp_path / "rows.json"
+    rows.write_text(pd.read_csv(HEART_CSV).head(3).drop(columns="target").to_json(orient="records"))
+    uci = PROJECT_ROOT / "data" / "uci" / "processed.cleveland.data"
+    for path, count in ((rows, 3), (uci, 303)):
+        completed = run_cli("predict", str(path), settings=trained["settings"])
+        assert completed.returncode == 0, completed.stderr
+        predictions = pd.read_csv(io.StringIO(completed.stdout))
+        assert len(predictions) == count and predictions["probability"].between(0, 1).all()

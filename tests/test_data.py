@@ -15,6 +15,8 @@ from heart_mlops.data import (
     SCHEMA,
     checked_features,
     load_bytes,
+    load_for_prediction,
+    mark_missing,
     min_rows_per_class,
     parse,
     synthetic_csv,
@@ -22,6 +24,18 @@ from heart_mlops.data import (
 from heart_mlops.errors import DataError
 from heart_mlops.evaluation import split_holdout
 from heart_mlops.settings import PROJECT_ROOT
+from tests.bad_inputs import (
+    JSON_NOT_NUMBERS,
+    NO_LABEL,
+    NO_ROWS,
+    NOT_NUMBERS,
+    WRONG_SHAPE,
+    assert_message,
+    case_ids,
+    heart_csv_with,
+    json_rows,
+    uci_with,
+)
 
 HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
 CLEVELAND = PROJECT_ROOT / "data" / "uci" / "processed.cleveland.data"
@@ -141,6 +155,8 @@ def test_report_names_allowed_values():
         (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a CSV|fields|column"),
         (b"hello,world\n1,2\n", "missing column"),
         (b"1,2,3\n4,5,6\n", "14 comma-separated fields"),
+        (b"\xef\xbb\xbf\n\n", "the file is empty"),  # a byte order mark alone
+        (b"age,sex\x00\x00\n", "NUL bytes"),
     ],
 )
 def test_unreadable_files_give_one_clear_error(payload, expected):
@@ -153,8 +169,9 @@ def test_uci_codes_outside_the_mapping_are_rejected():
     fields = lines[0].split(",")
     fields[2] = "9.0"  # cp 9 does not exist in UCI's codes
     lines[0] = ",".join(fields)
-    with pytest.raises(DataError, match="column 'cp'"):
+    with pytest.raises(DataError) as error:
         load_bytes("\n".join(lines).encode())
+    assert_message(str(error.value), ["column 'cp' (field 3)", "rows 1 hold 9", "1, 2, 3, 4"])
 
 
 def test_synthetic_data_is_seeded_and_valid():
@@ -303,3 +320,98 @@ def test_the_minimum_per_class_is_enough_for_the_split_and_the_folds():
                 assert holdout[LABEL].nunique() == 2
         with pytest.raises(DataError, match=f"at least {needed}"):
             split_holdout(_rows_of_each_class(needed - 1, 120), fraction, seed=0, cv_folds=folds)
+
+
+# --- input a user can get wrong: the same refusal for training and for predictions ----------
+
+LOADERS = {"training": load_bytes, "predict": load_for_prediction}
+
+
+def _refusal(path: str, raw: bytes) -> str:
+    with pytest.raises(DataError) as error:
+        LOADERS[path](raw)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("path", LOADERS)
+@pytest.mark.parametrize(
+    "name, raw, expected",
+    NOT_NUMBERS + JSON_NOT_NUMBERS,
+    ids=case_ids(NOT_NUMBERS + JSON_NOT_NUMBERS),
+)
+def test_a_value_that_is_not_a_number_is_refused_never_read_as_missing(path, name, raw, expected):
+    assert_message(_refusal(path, raw), expected)
+
+
+@pytest.mark.parametrize("path", LOADERS)
+@pytest.mark.parametrize("name, raw, expected", NO_ROWS, ids=case_ids(NO_ROWS))
+def test_a_file_without_data_rows_is_refused(path, name, raw, expected):
+    assert_message(_refusal(path, raw), expected)
+
+
+@pytest.mark.parametrize("path", LOADERS)
+@pytest.mark.parametrize("name, raw, expected", WRONG_SHAPE, ids=case_ids(WRONG_SHAPE))
+def test_a_file_of_another_shape_is_refused_saying_what_it_looks_like(path, name, raw, expected):
+    assert_message(_refusal(path, raw), expected)
+
+
+@pytest.mark.parametrize("name, raw, expected", NO_LABEL, ids=case_ids(NO_LABEL))
+def test_a_missing_label_is_named_as_the_file_names_it(name, raw, expected):
+    message = _refusal("training", raw)
+    assert_message(message, expected)
+    assert LABEL not in message
+    load_for_prediction(raw)  # predictions do not read the label
+
+
+@pytest.mark.parametrize(
+    "raw, unchanged, row, column",
+    [
+        (heart_csv_with((2, "chol", "")), heart_csv_with(), 2, "chol"),  # an empty cell
+        (heart_csv_with((3, "ca", "4")), heart_csv_with(), 3, "ca"),  # a documented code
+        (uci_with((2, "thal", "?")), uci_with(), 2, "thal"),  # UCI: also its own marker
+        (uci_with((4, "ca", " ")), uci_with(), 4, "ca"),  # UCI: an empty cell
+        (json_rows((1, "slope", None)), json_rows(), 1, "slope"),  # JSON: null
+    ],
+    ids=["csv empty", "csv code", "uci ?", "uci empty", "json null"],
+)
+def test_missing_is_one_rule_per_format_on_every_path(raw, unchanged, row, column):
+    training = mark_missing(parse(raw)[0])  # the steps of load_bytes before validation
+    _, predict = load_for_prediction(raw)
+    for features, before in (
+        (training, mark_missing(parse(unchanged)[0])),
+        (predict, load_for_prediction(unchanged)[1]),
+    ):
+        assert np.isnan(features.loc[row - 1, column])
+        assert features[column].isna().sum() == before[column].isna().sum() + 1
+
+
+def test_predict_reads_what_training_reads_and_keeps_the_rows_as_written():
+    raw = HEART_CSV.read_bytes()
+    rows, features = load_for_prediction(raw)
+    assert list(rows.columns) == pd.read_csv(HEART_CSV).columns.tolist()
+    assert rows.loc[1, "oldpeak"] == "3.1" and rows.loc[0, "target"] == "0"
+    training = load_bytes(raw).frame
+    distinct = features.drop_duplicates(ignore_index=True)
+    pd.testing.assert_frame_equal(distinct, training.loc[:, list(FEATURES)])
+    # the label is optional, in a file with a header and in JSON rows
+    without_label = pd.read_csv(HEART_CSV).drop(columns="target").to_csv(index=False).encode()
+    pd.testing.assert_frame_equal(load_for_prediction(without_label)[1], features)
+    json_features = load_for_prediction(json_rows(rows=5))[1]
+    pd.testing.assert_frame_equal(json_features, features.head(5))
+
+
+def test_json_rows_as_pandas_writes_them_and_rows_that_differ():
+    frame = pd.read_csv(HEART_CSV).head(4)
+    _, by_columns = load_for_prediction(frame.to_json().encode())  # pandas' default orient
+    _, by_records = load_for_prediction(frame.to_json(orient="records").encode())
+    pd.testing.assert_frame_equal(by_columns, by_records)
+    lacking = json_rows().replace(b', "chol": 174.0', b"", 1)
+    message = _refusal("predict", lacking)
+    assert_message(message, ["JSON row 3", "lacks chol", "null where a value is missing"])
+    assert_message(_refusal("predict", b"[[63, 1]]"), ["a list of objects"])
+    assert_message(_refusal("predict", b"[{"), ["not valid JSON"])
+
+
+def test_a_header_naming_a_column_twice_is_refused():
+    raw = HEART_CSV.read_bytes().replace(b",target\n", b",age\n", 1)
+    assert_message(_refusal("training", raw), ["names column(s) age more than once"])

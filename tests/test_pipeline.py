@@ -17,6 +17,7 @@ from heart_mlops.data import FEATURES
 from heart_mlops.errors import DataError
 from heart_mlops.pipeline import run_pipeline
 from heart_mlops.settings import PROJECT_ROOT
+from tests.bad_inputs import NO_LABEL, NO_ROWS, NOT_NUMBERS, WRONG_SHAPE, assert_message, case_ids
 from tests.support import untrainable_files
 
 HEART_CSV = PROJECT_ROOT / "data" / "heart.csv"
@@ -169,22 +170,32 @@ def test_duplicates_disguised_by_an_index_column_are_removed_before_training(
     assert result.registered.champion
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"age,sex\n1,2\n",  # missing columns
-        HEART_CSV.read_bytes().replace(b"\n52,1,0,", b"\n52,1,9,", 1),  # unknown cp code
-        b"",  # empty file
-    ],
-)
-def test_bad_data_registers_nothing_and_leaves_no_successful_run(trained, tmp_path, payload):
+BAD_DATA = [
+    ("missing columns", b"age,sex\n1,2\n", ["missing column(s) cp"]),
+    (
+        "an unknown cp code",
+        HEART_CSV.read_bytes().replace(b"\n52,1,0,", b"\n52,1,9,", 1),
+        ["column 'cp'", "rows 1 hold 9"],
+    ),
+    *NOT_NUMBERS,
+    *NO_ROWS,
+    *WRONG_SHAPE,
+    *NO_LABEL,
+]
+
+
+@pytest.mark.parametrize("name, payload, expected", BAD_DATA, ids=case_ids(BAD_DATA))
+def test_bad_data_registers_nothing_and_leaves_no_successful_run(
+    trained, tmp_path, name, payload, expected
+):
     settings = trained["settings"]
     champion = registry.version_of(_champion(settings))
     versions = len(_versions(settings))
     bad = tmp_path / "bad.csv"
     bad.write_bytes(payload)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError) as error:
         run_pipeline(settings, data_uri=str(bad), run_key=f"test-bad-{tmp_path.name}")
+    assert_message(str(error.value), expected)
     assert registry.version_of(_champion(settings)) == champion
     assert len(_versions(settings)) == versions
     runs = mlflow.search_runs(

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from heart_mlops.errors import HeartMlopsError
+from heart_mlops.errors import DataError, HeartMlopsError
 from heart_mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug log
 def _fail(exc: Exception) -> typer.Exit:
     if state["debug"]:
         raise exc
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+    # the message may quote the user's input: brackets in it are text, not markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
     return typer.Exit(code=1 if isinstance(exc, HeartMlopsError) else 2)
 
 
@@ -182,31 +184,42 @@ def tune(
     )
 
 
+def _read_file(file: Path) -> bytes:
+    """The bytes of a file the user named; DataError when it is absent or unreadable."""
+    if not file.is_file():
+        raise DataError(f"no such file: {file}")
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {file}: {exc.strerror}") from None
+
+
 @app.command()
 def predict(
-    file: Annotated[Path, typer.Argument(help="CSV (heart.csv columns) or JSON rows.")],
+    file: Annotated[
+        Path, typer.Argument(help="heart.csv-style CSV, UCI processed.*.data or JSON rows.")
+    ],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV to write.")] = None,
 ):
-    """Predict with the champion: P(disease) and the decision for each row."""
-    import pandas as pd
+    """Predict with the champion: P(disease) and the decision for each row.
 
-    from heart_mlops import registry
-    from heart_mlops.data import checked_features
-    from heart_mlops.evaluation import probability_of_disease
+    The file is read and validated as training data is (heart.csv-style CSV, UCI
+    processed.*.data or JSON rows; the label column is optional); any invalid cell refuses it."""
+    from heart_mlops.data import FEATURES, load_for_prediction
 
     settings = _settings()
     try:
-        if not file.is_file():
-            raise HeartMlopsError(f"no such file: {file}")
-        frame = pd.read_json(file) if file.suffix.lower() == ".json" else pd.read_csv(file)
-        # the API's rules, as the registered model applies them
-        features = checked_features(frame, from_file=True)
+        rows, features = load_for_prediction(_read_file(file))
+        # imported once the input is accepted: a refusal does not wait for MLflow and sklearn
+        from heart_mlops import registry
+        from heart_mlops.evaluation import probability_of_disease
+
         registry.connect(settings)
         champion = registry.load_champion(settings)
-        p = probability_of_disease(champion.pipeline, features)
+        p = probability_of_disease(champion.pipeline, features.loc[:, list(FEATURES)])
     except Exception as exc:
         raise _fail(exc) from None
-    result = frame.assign(
+    result = rows.assign(
         probability=p,
         prediction=(p >= champion.threshold).astype(int),
         model_version=champion.version,
