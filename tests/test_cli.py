@@ -131,7 +131,7 @@ def test_predict_rejects_rows_outside_the_schema(trained, tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("52,1,0,abc,", "column 'trestbps' must be numeric; rows 1 hold 'abc'"),
+        ("52,1,0,abc,", "column 'trestbps' must be numeric: rows 1 hold 'abc'"),
         ("52,1,4,125,", "column 'cp': rows 1 hold 4; allowed: 0, 1, 2, 3"),
     ],
     ids=["text", "uci-code"],
