@@ -62,6 +62,8 @@ def up(
             _start_api(children, settings, env, say)
         say(f"logs           {children.log_dir}")
         _run_dag(client, children, conf, say, startup_timeout, run_timeout)
+        if with_api:
+            _wait_for_champion(children, settings, say)
         _serve(children, say)
     except KeyboardInterrupt:
         say("stopping")
@@ -193,6 +195,20 @@ def _dag_ready(client: AirflowClient) -> bool:
 def _task_line(ti: dict) -> str:
     mark = {"success": "ok  ", "failed": "FAIL"}.get(ti["state"], ti["state"])
     return f"  {mark} {ti['task_id']:<30} {ti.get('duration') or 0:7.1f}s"
+
+
+def _wait_for_champion(children: Children, settings: Settings, say: Say) -> None:
+    """Until the API serves a champion: it finds a new one at its next poll of the registry.
+
+    StackError when that takes longer than a poll and a minute, or the API exits."""
+    url = f"http://127.0.0.1:{settings.api_port}/health/ready"
+    wait_for(
+        lambda: http_ok(url),
+        settings.api_poll_seconds + 60,
+        "the API to serve the champion",
+        alive=children.check,
+    )
+    say(f"API serves the champion: {url}")
 
 
 def _serve(children: Children, say: Say) -> NoReturn:
