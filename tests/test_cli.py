@@ -93,6 +93,10 @@ def test_predict_info_and_promote_against_the_champion(trained, tmp_path):
     assert all(0 <= float(r["probability"]) <= 1 and r["prediction"] in {"0", "1"} for r in rows)
     sick = [float(r["probability"]) for r in rows if r["target"] == "0"]
     assert sum(sick) / len(sick) > 0.6  # target 0 means disease in heart.csv
+    nowhere = tmp_path / "no-such-folder" / "predictions.csv"
+    refused = run_cli("predict", str(HEART_CSV), "--output", str(nowhere), settings=settings)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"no such folder {nowhere.parent}" in refused.stderr
 
     info = run_cli("info", settings=settings)
     assert info.returncode == 0, info.stderr

@@ -209,6 +209,8 @@ def predict(
 
     settings = _settings()
     try:
+        if output and not output.parent.is_dir():
+            raise HeartMlopsError(f"--output {output}: no such folder {output.parent}")
         rows, features = load_for_prediction(_read_file(file))
         # imported once the input is accepted: a refusal does not wait for MLflow and sklearn
         from heart_mlops import registry
@@ -225,7 +227,10 @@ def predict(
         model_version=champion.version,
     )
     if output:
-        result.to_csv(output, index=False)
+        try:
+            result.to_csv(output, index=False)
+        except OSError as exc:
+            raise _fail(HeartMlopsError(f"cannot write --output {output}: {exc}")) from None
         console.print(f"wrote {len(result)} predictions to {output}")
     else:
         result.to_csv(sys.stdout, index=False)
