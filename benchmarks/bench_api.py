@@ -3,7 +3,9 @@
     python benchmarks/bench_api.py --home .bench-home --train random_forest
 
 - this API: `heart-mlops serve --workers 1`
-- MLflow:   `mlflow models serve -m models:/<name>@champion --env-manager local --workers 1`
+- MLflow:   `mlflow models serve -m models:/<name>@champion --env-manager local --workers 1`,
+  or with `--baseline GIT_REF` this API as of that commit (`heart-mlops serve` from its source),
+  to compare an old commit with the new one in the same run
 
 Both listen on loopback ports (18800-18899). One load generator measures each in turn, rounds
 alternating the order: single rows at concurrency 1 and 32, and batches of 1000 rows. The
@@ -236,14 +238,16 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def table(results: dict[tuple[str, str], list[Measurement]], scenarios: list[Scenario]) -> str:
+def table(
+    results: dict[tuple[str, str], list[Measurement]], scenarios: list[Scenario], peer: str
+) -> str:
     lines = [
         "| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     summary = {}
     for scenario in scenarios:
-        for name in ("api", "mlflow"):
+        for name in ("api", peer):
             runs = results[(scenario.name, name)]
             seconds = sum(r.seconds for r in runs)
             latencies = [x for r in runs for x in r.latencies]
@@ -261,17 +265,41 @@ def table(results: dict[tuple[str, str], list[Measurement]], scenarios: list[Sce
             }
             summary[(scenario.name, name)] = stats
             lines.append(
-                f"| {scenario.name} | {'this API' if name == 'api' else 'mlflow'} | "
+                f"| {scenario.name} | {'this API' if name == 'api' else peer} | "
                 f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.1f} | "
                 f"{stats['p99']:.1f} | {stats['failed']} |"
             )
-        api, peer = summary[(scenario.name, "api")], summary[(scenario.name, "mlflow")]
-        ratio = {key: api[key] / peer[key] for key in ("rps", "rows", "p50", "p99")}
+        ours, theirs = summary[(scenario.name, "api")], summary[(scenario.name, peer)]
+        ratio = {key: ours[key] / theirs[key] for key in ("rps", "rows", "p50", "p99")}
         lines.append(
-            f"| {scenario.name} | **ratio API/MLflow** | **{ratio['rps']:.1f}x** | "
-            f"**{ratio['rows']:.1f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |"
+            f"| {scenario.name} | **ratio API/{peer}** | **{ratio['rps']:.3f}x** | "
+            f"**{ratio['rows']:.3f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |"
         )
     return "\n".join(lines)
+
+
+SERVE = ["serve", "--host", HOST, "--workers", "1", "--port"]  # then the port
+
+
+def git(*arguments: str) -> None:
+    subprocess.run(["git", "-C", str(ROOT), *arguments], check=True, capture_output=True)
+
+
+def start_peer(
+    peer: Server, args: argparse.Namespace, settings: Settings, env: dict, logs: Path
+) -> subprocess.Popen:
+    """`mlflow models serve` of the champion, or with --baseline this API as of that commit
+    (the same command, run from a worktree of that commit's source)."""
+    bin_dir = Path(sys.executable).parent
+    if args.baseline:
+        source = logs / "baseline"
+        git("worktree", "add", "--detach", str(source), args.baseline)
+        command = [sys.executable, "-c", "from heart_mlops.cli import app; app()", *SERVE]
+        env = {**env, "PYTHONPATH": str(source / "src")}
+    else:
+        command = [str(bin_dir / "mlflow"), "models", *SERVE[:-1], "--env-manager", "local"]
+        command += ["-m", f"models:/{settings.model_name}@champion", "--port"]
+    return start([*command, str(args.mlflow_port)], env, logs / f"{peer.name}.log")
 
 
 def main() -> None:
@@ -292,6 +320,11 @@ def main() -> None:
     parser.add_argument("--api-port", type=int, default=18810)
     parser.add_argument("--mlflow-port", type=int, default=18811)
     parser.add_argument("--output", type=Path, help="also write the table here")
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="the peer is this API as of GIT_REF (e.g. HEAD~1) instead of mlflow models serve",
+    )
     parser.add_argument(
         "--client",
         choices=("wrk", "httpx"),
@@ -321,7 +354,12 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # mlflow runs `uvicorn`
     api = Server("api", f"http://{HOST}:{args.api_port}", "/health/ready")
-    mlflow = Server("mlflow", f"http://{HOST}:{args.mlflow_port}", "/ping")
+    peer_url = f"http://{HOST}:{args.mlflow_port}"
+    peer = (
+        Server("baseline", peer_url, "/health/ready")
+        if args.baseline
+        else Server("mlflow", peer_url, "/ping")
+    )
     rows = (
         pd.read_csv(ROOT / "data" / "heart.csv")
         .loc[:, list(FEATURES)]
@@ -338,46 +376,17 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-api-"))
     try:
         api.process = start(
-            [
-                str(bin_dir / "heart-mlops"),
-                "serve",
-                "--host",
-                HOST,
-                "--port",
-                str(args.api_port),
-                "--workers",
-                "1",
-            ],
-            env,
-            logs / "api.log",
+            [str(bin_dir / "heart-mlops"), *SERVE, str(args.api_port)], env, logs / "api.log"
         )
-        mlflow.process = start(
-            [
-                str(bin_dir / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{settings.model_name}@champion",
-                "--env-manager",
-                "local",
-                "--host",
-                HOST,
-                "--port",
-                str(args.mlflow_port),
-                "--workers",
-                "1",
-            ],
-            env,
-            logs / "mlflow.log",
-        )
+        peer.process = start_peer(peer, args, settings, env, logs)
         wait_ready(api)
-        wait_ready(mlflow)
+        wait_ready(peer)
         info = httpx.get(api.url + "/model/info", timeout=10).json()
         results: dict[tuple[str, str], list[Measurement]] = {
-            (s.name, n): [] for s in scenarios for n in ("api", "mlflow")
+            (s.name, n): [] for s in scenarios for n in ("api", peer.name)
         }
         for round_number in range(args.rounds):
-            order = (api, mlflow) if round_number % 2 == 0 else (mlflow, api)
+            order = (api, peer) if round_number % 2 == 0 else (peer, api)
             for scenario in scenarios:
                 for server in order:
                     result = (
@@ -396,12 +405,15 @@ def main() -> None:
         raise
     finally:
         stop(api.process)
-        stop(mlflow.process)
+        stop(peer.process)
+        if args.baseline:
+            git("worktree", "remove", "--force", str(logs / "baseline"))
     report = (
         f"Champion: {settings.model_name} v{info['version']} ({info['model_type']}, "
         f"{info['runtime']} runtime here); {args.rounds} rounds of {args.seconds:g}s per "
         f"measurement, one worker each, {os.cpu_count()} CPUs, load by {args.client}.\n\n"
-        + table(results, scenarios)
+        + (f"Peer: this API as of {args.baseline}.\n\n" if args.baseline else "")
+        + table(results, scenarios, peer.name)
     )
     print(report)
     if args.output:

@@ -108,6 +108,33 @@ JSON_NOT_NUMBERS = [
         ["column 'age'", 'rows 1 hold "NaN"', "allowed: 1 to 120"],
     ),
 ]
+# Numbers beyond the float range are out of range (refused by the feature table), not "not
+# numbers" nor invalid JSON; a JSON key given twice in a row is refused, not last-one-wins
+HUGE = "9" * 5000  # past Python's 4300-digit limit of integer text
+OUT_OF_RANGE_OR_REPEATED = [
+    (
+        "5000 digits in age of a heart.csv-style file",
+        heart_csv_with((2, "age", HUGE)),
+        ["column 'age'", "rows 2 hold inf", "allowed: 1 to 120"],
+    ),
+    (
+        "-1e999 in oldpeak of a UCI file",
+        uci_with((3, "oldpeak", "-1e999")),
+        ["column 'oldpeak'", "rows 3 hold -inf", "allowed: -5 to 10"],
+    ),
+    (
+        "1e999 and 5000 digits in JSON rows",
+        json_rows()
+        .replace(b'"chol": 212.0', f'"chol": {HUGE}'.encode(), 1)
+        .replace(b'"thalach": 125.0', b'"thalach": 1e999', 1),
+        ["column 'chol'", "rows 1 hold inf", "column 'thalach'", "rows 3 hold inf"],
+    ),
+    (
+        "age twice in a JSON row",
+        json_rows().replace(b'{"age": 52.0', b'{"age": 52.0, "age": 25.0', 1),
+        ["names 'age' 2 times", "values 52.0, 25.0", "each field once"],
+    ),
+]
 # A label that is missing: named as the file names it (not the pipeline's `disease`)
 NO_LABEL = [
     (

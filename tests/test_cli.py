@@ -20,6 +20,7 @@ from tests.bad_inputs import (
     NO_LABEL,
     NO_ROWS,
     NOT_NUMBERS,
+    OUT_OF_RANGE_OR_REPEATED,
     WRONG_SHAPE,
     assert_message,
 )
@@ -220,6 +221,10 @@ def test_train_refuses_text_in_a_number_column(fresh_settings, tmp_path):
 
 def test_predict_refuses_text_in_a_number_column_instead_of_imputing_it(trained, tmp_path):
     _refuse_for_predictions(NOT_NUMBERS + JSON_NOT_NUMBERS, trained, tmp_path)
+
+
+def test_predict_refuses_numbers_beyond_the_float_range_and_repeated_keys(trained, tmp_path):
+    _refuse_for_predictions(OUT_OF_RANGE_OR_REPEATED, trained, tmp_path)
 
 
 def test_train_refuses_a_file_without_data_rows(fresh_settings, tmp_path):

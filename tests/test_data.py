@@ -29,6 +29,7 @@ from tests.bad_inputs import (
     NO_LABEL,
     NO_ROWS,
     NOT_NUMBERS,
+    OUT_OF_RANGE_OR_REPEATED,
     WRONG_SHAPE,
     assert_message,
     case_ids,
@@ -340,6 +341,14 @@ def _refusal(path: str, raw: bytes) -> str:
     ids=case_ids(NOT_NUMBERS + JSON_NOT_NUMBERS),
 )
 def test_a_value_that_is_not_a_number_is_refused_never_read_as_missing(path, name, raw, expected):
+    assert_message(_refusal(path, raw), expected)
+
+
+@pytest.mark.parametrize("path", LOADERS)
+@pytest.mark.parametrize(
+    "name, raw, expected", OUT_OF_RANGE_OR_REPEATED, ids=case_ids(OUT_OF_RANGE_OR_REPEATED)
+)
+def test_a_number_beyond_the_float_range_or_a_repeated_key_is_refused(path, name, raw, expected):
     assert_message(_refusal(path, raw), expected)
 
 

@@ -110,6 +110,7 @@ FILE_CODES: dict[str, dict[str, tuple[int, ...]]] = {
 }
 _HEADER_NAMES = frozenset((*CSV_COLUMNS, "num"))
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
+_NUMBER = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"  # a decimal number, as JSON and CSV write it
 
 
 @dataclass(frozen=True)
@@ -262,9 +263,27 @@ def _check_fields_per_line(rows: list[tuple[int, list[str]]], names, fmt: str) -
     )
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in dict.fromkeys(keys):
+        if keys.count(key) > 1:
+            values = ", ".join(json.dumps(value) for name, value in pairs if name == key)
+            raise DataError(
+                f"JSON: an object names '{key}' {keys.count(key)} times (values {values}); "
+                "each field once per row"
+            )
+    return dict(pairs)
+
+
 def _read_json(raw: bytes) -> pd.DataFrame:
-    try:  # NaN and Infinity stay text, refused as not numbers
-        doc = json.loads(raw.decode("utf-8-sig"), parse_constant=str)
+    try:  # NaN and Infinity stay text, refused as not numbers; integers beyond the float
+        # range become infinite (refused by range, as in a CSV); a repeated key is refused
+        doc = json.loads(
+            raw.decode("utf-8-sig"),
+            parse_constant=str,
+            parse_int=float,
+            object_pairs_hook=_object_without_repeated_keys,
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"not valid JSON: {exc}") from None
     if isinstance(doc, dict) and all(isinstance(column, dict) for column in doc.values()):
@@ -349,6 +368,10 @@ def _cell_numbers(column: pd.Series, fmt: str) -> tuple[pd.Series, pd.Series]:
         text = column.str.strip()
         missing = text.isin(MISSING_TEXT[fmt])
         values = pd.to_numeric(text.mask(missing), errors="coerce")
+        huge = values.isna() & text.str.fullmatch(
+            _NUMBER, na=False
+        )  # digits beyond int64: out of range
+        values[huge] = text[huge].map(float)
         number = values.notna()
     return values.where(~missing), ~missing & ~number.astype(bool)
 

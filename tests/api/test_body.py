@@ -101,6 +101,62 @@ def test_invalid_bodies_are_422_with_every_error(client):
     ]
 
 
+def _with(text: str, replaced: str, by: str) -> bytes:
+    assert replaced in text
+    return text.replace(replaced, by, 1).encode()
+
+
+FEATURES_BODY = json.dumps({"features": SEED})
+PATIENT_BODY = json.dumps({"patient": dict(zip(schemas.FEATURES, SEED, strict=True))})
+BATCH_BODY = json.dumps({"instances": [{"features": SEED}, json.loads(PATIENT_BODY)]})
+
+
+@pytest.mark.parametrize(
+    "body, field, shown",
+    [
+        (_with(FEATURES_BODY, "[63,", f"[{'9' * 5000},"), "features[0] (age)", "inf"),
+        (_with(PATIENT_BODY, '"chol": 233', '"chol": -1e999'), "patient.chol", "-inf"),
+        (_with(PATIENT_BODY, '"chol": 233', f'"chol": {"1" * 400}'), "patient.chol", "inf"),
+        (_with(FEATURES_BODY, "150,", "1e30,"), "features[7] (thalach)", 1e30),
+    ],
+    ids=["5000 digits", "-1e999", "400 digits", "1e30"],
+)
+def test_a_number_beyond_the_float_range_names_its_field_not_invalid_json(body, field, shown):
+    with pytest.raises(ApiError) as raised:
+        parse(schemas.PREDICT_REQUEST, body, max_rows=5)
+    assert raised.value.status == 422
+    (error,) = raised.value.errors
+    assert error["field"] == field and error["value"] == shown, error
+    assert "allowed" in error and "JSON" not in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    "adapter, body, key",
+    [
+        (schemas.PREDICT_REQUEST, FEATURES_BODY[:-1] + f', "features": {SEED}}}', "features"),
+        (schemas.PREDICT_REQUEST, _with(PATIENT_BODY, '"sex": 1', '"sex": 1, "age": 30'), "age"),
+        (schemas.batch_request(5), _with(BATCH_BODY, '"ca": 0', '"ca": 0, "ca": 1'), "ca"),
+        (schemas.batch_request(5), _with(BATCH_BODY, "{", '{"instances": [], '), "instances"),
+    ],
+    ids=["features", "patient", "batch row", "instances"],
+)
+def test_a_key_given_twice_is_422_naming_it_not_last_one_wins(client, adapter, body, key):
+    with pytest.raises(ApiError) as raised:
+        parse(adapter, body if isinstance(body, bytes) else body.encode(), max_rows=5)
+    assert raised.value.status == 422
+    assert raised.value.errors[0]["field"] == key
+    assert raised.value.detail == (
+        f"{key}: the key '{key}' appears more than once in one object; give each field once"
+    )
+
+
+def test_bodies_with_each_key_once_are_read_in_both_shapes(client):
+    for body in (FEATURES_BODY, PATIENT_BODY):
+        assert post(client, body).json() == {"row": SEED}
+    batch = parse(schemas.batch_request(5), BATCH_BODY.encode(), max_rows=5)
+    assert schemas.key_count(batch) == 1 + 1 + 14 == BATCH_BODY.count('"') // 2
+
+
 def test_parse_quotes_the_batch_limit():
     with pytest.raises(ApiError) as raised:
         parse(schemas.batch_request(2), b'{"instances": [{"features": [1]}, 1, 2]}', max_rows=2)

@@ -3,6 +3,7 @@ parse and validate them in one pass (pydantic-core, schemas.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Request
@@ -46,10 +47,49 @@ def parse(adapter: TypeAdapter, body: bytes, *, max_rows: int) -> Any:
     """`body` (JSON bytes) validated by `adapter` into its type.
 
     Raises ApiError 422 naming each field, value and what is allowed (at most
-    schemas.MAX_ERRORS_SHOWN errors); `max_rows` is the batch limit quoted in its messages.
+    schemas.MAX_ERRORS_SHOWN errors), also for a number beyond the float range (as for any
+    other non-finite number) and a key repeated in one object (JSON leaves its meaning open);
+    `max_rows` is the batch limit quoted in its messages.
     """
     try:
-        return adapter.validate_json(body)
+        value = adapter.validate_json(body)
     except ValidationError as exc:
-        errors = schemas.describe_errors(exc, max_rows=max_rows)
+        errors = schemas.describe_errors(_with_out_of_range(adapter, body, exc), max_rows=max_rows)
         raise ApiError(422, schemas.summary(errors), errors) from None
+    if body.count(b'"') > 2 * schemas.key_count(value):  # costs no parse on the hot path
+        _refuse_repeated_key(body)
+    return value
+
+
+def _with_out_of_range(adapter: TypeAdapter, body: bytes, exc: ValidationError) -> ValidationError:
+    """The parser stops at a number beyond the float range ("number out of range", no field):
+    read such numbers as infinite instead, so validation names each one's field."""
+    first = exc.errors(include_url=False)[0]
+    if first["type"] != "json_invalid" or "out of range" not in first["msg"]:
+        return exc
+    try:
+        adapter.validate_python(json.loads(body, parse_int=float))
+    except ValidationError as named:
+        return named
+    except ValueError:  # not JSON after all
+        pass
+    return exc
+
+
+def _refuse_repeated_key(body: bytes) -> None:
+    """Raise ApiError 422 naming the first key that `body` repeats within one object, if any."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [key for key, _ in pairs]
+        repeated = next((key for key in keys if keys.count(key) > 1), None)
+        if repeated is not None:
+            error = {
+                "field": repeated,
+                "value": None,
+                "message": f"the key '{repeated}' appears more than once in one object; "
+                "give each field once",
+            }
+            raise ApiError(422, f"{repeated}: {error['message']}", [error])
+        return dict(pairs)
+
+    json.loads(body, object_pairs_hook=unique)

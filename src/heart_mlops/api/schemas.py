@@ -171,6 +171,18 @@ def feature_row(item: FeaturesInput | PatientInput) -> list[float]:
     return [math.nan if (v := getattr(record, name)) is None else v for name in FEATURES]
 
 
+def key_count(value: FeaturesInput | PatientInput | BaseModel) -> int:
+    """How many object keys a JSON body that validated into `value` (a request of either shape,
+    or a batch) holds when none is repeated: 1 per features row, 14 per patient row, 1 for
+    `instances`. A valid body's values are numbers or null, so its quotes delimit keys only:
+    more than twice this many quotes means a repeated key."""
+    if isinstance(value, FeaturesInput):
+        return 1
+    if isinstance(value, PatientInput):
+        return 1 + len(FEATURES)
+    return 1 + sum(key_count(item) for item in value.instances)
+
+
 def feature_matrix(items) -> np.ndarray:
     """Rows of either shape -> float array of shape (len(items), 13), NaN where missing."""
     return np.array([feature_row(item) for item in items], dtype=float).reshape(-1, len(FEATURES))
@@ -217,6 +229,8 @@ def _feature_of(loc: tuple) -> FeatureSpec | None:
 
 def _shown(value: Any) -> Any:
     """The offending value, JSON-safe and short."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**16:
+        value = float(value) if abs(value) < 10**308 else (math.inf if value > 0 else -math.inf)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, bytes):
