@@ -11,7 +11,13 @@ from heart_mlops.settings import Settings
 from tests.support import free_port, rclone_s3_command, use_s3, wait_for_port
 
 # few CV folds and trials: the pipeline's logic is tested, not its statistical power
-FAST_PROFILE = {"cv_folds": 3, "cv_repeats": 1, "tuning_trials": 2, "n_jobs": 2}
+FAST_PROFILE = {
+    "cv_folds": 3,
+    "cv_repeats": 1,
+    "tuning_trials": 2,
+    "n_jobs": 2,
+    "bootstrap_samples": 100,
+}
 
 # The heavy tiers, each a marker (pyproject.toml): `make test-fast` runs what has none of them.
 HEAVY_TIERS = ("airflow", "integration", "outage")

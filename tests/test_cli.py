@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from heart_mlops import registry
+from heart_mlops.report import SECTIONS
 from heart_mlops.settings import PROJECT_ROOT
 from tests.bad_inputs import (
     JSON_NOT_NUMBERS,
@@ -123,6 +125,19 @@ def test_predict_info_and_promote_against_the_champion(trained, tmp_path):
     assert moved.tags["heart_mlops.promotion_reason"] == "rollback drill"
     back = run_cli("promote", "--version", champion["version"], settings=settings)
     assert back.returncode == 0, back.stderr
+    # an explicit promotion scores nothing: no score tags of NaN
+    assert not any(key.endswith("nan") for key in moved.tags.values())
+
+    page = tmp_path / "report.html"
+    report = run_cli(
+        "report", "--version", champion["version"], "--output", str(page), settings=settings
+    )
+    assert report.returncode == 0, report.stderr
+    assert all(f"<h2>{section}</h2>" in page.read_text() for section in SECTIONS)
+    # a version registered without a report (the copy above) and one that does not exist
+    for version, message in ((other, "has no artifact model_report.json"), ("999", "999")):
+        refused = run_cli("report", "--version", version, settings=settings)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
 
 
 def test_predict_rejects_rows_outside_the_schema(trained, tmp_path):
@@ -158,7 +173,7 @@ def test_tune_runs_a_search_alone(trained):
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["model"] == "logistic_regression" and "C" in result["best_params"]
-    assert 0.8 < result["cv_roc_auc_mean"] < 0.95
+    assert 0.2 < result["cv_log_loss_mean"] < 0.6  # the default selection metric, a loss
     unknown = run_cli("tune", "--model", "xgboost", settings=trained["settings"])
     assert unknown.returncode == 1 and "allowed: random_forest" in unknown.stderr
 
@@ -257,3 +272,19 @@ def test_predict_reads_json_rows_and_uci_files_without_a_label(trained, tmp_path
         assert completed.returncode == 0, completed.stderr
         predictions = pd.read_csv(io.StringIO(completed.stdout))
         assert len(predictions) == count and predictions["probability"].between(0, 1).all()
+
+
+def test_serve_on_an_address_in_use_exits_1_naming_it(fresh_settings):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = run_cli("serve", "--port", str(port), settings=fresh_settings, timeout=60)
+    assert refused.returncode == 1, refused.stderr
+    assert f"cannot serve on 127.0.0.1:{port}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_wrong_option_exits_2_with_the_usage():
+    wrong = run_cli("train", "--no-such-option")
+    assert wrong.returncode == 2 and "No such option" in wrong.stderr

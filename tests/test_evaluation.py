@@ -15,13 +15,12 @@ from heart_mlops.evaluation import (
     cv_score,
     feature_importances,
     holdout_metrics,
-    metrics_by_sex,
-    model_card,
     save_plots,
     split_holdout,
     xy,
 )
 from heart_mlops.features import transformed_feature_names
+from heart_mlops.models import base_estimator
 from tests.support import fitted_candidate, heart_dataset, heart_split
 
 METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "brier", "log_loss")
@@ -103,25 +102,35 @@ def test_holdout_split_keeps_the_share_of_patients_with_disease(seed):
 
 # --- cross-validation -----------------------------------------------------------------------
 def test_cross_validated_gives_mean_and_std_of_every_metric(split, logistic):
-    scores = cross_validated(logistic, split[0], **CV)
-    assert set(scores) == {f"cv_{m}_{s}" for m in METRICS for s in ("mean", "std")}
+    cv = cross_validated(logistic, split[0], **CV)
+    scores = cv.scores
+    assert set(scores) == {f"cv_{m}_{s}" for m in METRICS for s in ("mean", "std")} | {
+        "cv_calibration_slope",
+        "cv_calibration_intercept",
+    }
     assert 0.85 < scores["cv_roc_auc_mean"] < 0.97
     # losses are reported as losses (sklearn's negated scorers undone)
     assert 0 < scores["cv_brier_mean"] < 0.25
     assert 0 < scores["cv_log_loss_mean"] < 0.693  # better than P = 0.5 for everyone
     assert all(scores[f"cv_{m}_std"] > 0 for m in METRICS)
+    # every patient predicted once per repeat, by a model that never saw them
+    assert cv.oof.shape == (CV["repeats"], len(split[0])) and not np.isnan(cv.oof).any()
+    for metric in METRICS:
+        assert np.mean(cv.fold_scores[metric]) == pytest.approx(scores[f"cv_{metric}_mean"])
 
 
 def test_cross_validated_is_reproducible_for_a_seed(split, logistic):
     first = cross_validated(logistic, split[0], **CV)
-    assert cross_validated(logistic, split[0], **CV) == first
+    again = cross_validated(logistic, split[0], **CV)
+    assert again.scores == first.scores
+    np.testing.assert_array_equal(again.oof, first.oof)
     other = cross_validated(logistic, split[0], **{**CV, "seed": 43})
-    assert other["cv_roc_auc_mean"] != first["cv_roc_auc_mean"]
+    assert other.scores["cv_roc_auc_mean"] != first.scores["cv_roc_auc_mean"]
 
 
 def test_cv_score_is_the_mean_that_cross_validated_reports(split, logistic):
-    scores = cross_validated(logistic, split[0], **CV)
-    for metric in ("roc_auc", "f1"):
+    scores = cross_validated(logistic, split[0], **CV).scores
+    for metric in ("roc_auc", "f1", "log_loss"):
         assert cv_score(logistic, split[0], metric, **CV) == pytest.approx(
             scores[f"cv_{metric}_mean"], abs=1e-12
         )
@@ -131,7 +140,10 @@ def test_cv_score_is_the_mean_that_cross_validated_reports(split, logistic):
 def test_holdout_metrics_score_p_disease_on_the_holdout(split, logistic):
     holdout = split[1]
     scores = holdout_metrics(logistic, holdout, 0.5)
-    assert set(scores) == {f"holdout_{m}" for m in METRICS}
+    assert set(scores) == {f"holdout_{m}" for m in METRICS} | {
+        "holdout_calibration_slope",
+        "holdout_calibration_intercept",
+    }
     X, y = xy(holdout)
     p_disease = logistic.predict_proba(X)[:, 1]
     assert scores["holdout_roc_auc"] == pytest.approx(roc_auc_score(y, p_disease))
@@ -145,23 +157,6 @@ def test_holdout_metrics_use_the_threshold(split, logistic):
     assert everyone_sick["holdout_precision"] == pytest.approx(split[1][LABEL].mean())
 
 
-def test_metrics_by_sex_scores_each_group_on_its_own_rows(split, logistic):
-    holdout = split[1]
-    groups = metrics_by_sex(logistic, holdout, 0.5)
-    assert set(groups) == {"male", "female"}
-    men, women = holdout[holdout["sex"] == 1], holdout[holdout["sex"] == 0]
-    assert (groups["male"]["n"], groups["female"]["n"]) == (len(men), len(women))
-    for group, rows in (("male", men), ("female", women)):
-        expected = holdout_metrics(logistic, rows, 0.5)
-        assert groups[group]["accuracy"] == pytest.approx(expected["holdout_accuracy"])
-        assert groups[group]["roc_auc"] == pytest.approx(expected["holdout_roc_auc"])
-
-
-def test_metrics_by_sex_leaves_out_a_group_without_rows(split, logistic):
-    men = split[1][split[1]["sex"] == 1]
-    assert list(metrics_by_sex(logistic, men, 0.5)) == ["male"]
-
-
 # --- importances and plots ------------------------------------------------------------------
 def test_forest_importances_are_named_by_the_estimators_columns(split):
     forest = fitted_candidate("random_forest", split[0], {"n_estimators": 20})
@@ -169,13 +164,15 @@ def test_forest_importances_are_named_by_the_estimators_columns(split):
     assert list(importances.index) == transformed_feature_names()
     assert importances.sum() == pytest.approx(1.0)
     assert (importances >= 0).all()
-    np.testing.assert_array_equal(importances.to_numpy(), forest[-1].feature_importances_)
+    np.testing.assert_array_equal(
+        importances.to_numpy(), base_estimator(forest).feature_importances_
+    )
 
 
 def test_logistic_regression_gives_its_coefficients(logistic):
     coefficients = feature_importances(logistic)
     assert list(coefficients.index) == transformed_feature_names()
-    np.testing.assert_array_equal(coefficients.to_numpy(), logistic[-1].coef_.ravel())
+    np.testing.assert_array_equal(coefficients.to_numpy(), base_estimator(logistic).coef_.ravel())
     assert (coefficients < 0).any() and (coefficients > 0).any()
 
 
@@ -197,54 +194,3 @@ def test_plots_are_png_files_with_importances_only_where_there_are_any(split, lo
     assert "feature_importance.png" not in {
         path.name for path in save_plots(svm, split[1], 0.5, tmp_path / "svm")
     }
-
-
-# --- model card -----------------------------------------------------------------------------
-CARD = dict(
-    model_name="heart_disease_classifier",
-    version="3",
-    candidate="svm",
-    params={"C": 2.5, "kernel": "linear"},
-    fingerprint={
-        "sha256": "ab12cd",
-        "format": "csv",
-        "rows_raw": 1025,
-        "rows_distinct": 302,
-        "duplicates_removed": 723,
-    },
-    cv={"cv_roc_auc_mean": 0.91234, "cv_roc_auc_std": 0.0217},
-    holdout={"holdout_roc_auc": 0.87654},
-    by_sex={
-        "male": {"n": 40, "roc_auc": 0.8123, "accuracy": 0.75, "recall": 0.7},
-        "female": {"n": 21, "roc_auc": 0.9, "accuracy": 0.8571, "recall": 1.0},
-    },
-    threshold=0.4,
-    synthetic=False,
-)
-
-
-def test_model_card_states_model_data_and_metrics():
-    card = model_card(**CARD)
-    assert card.splitlines()[0] == "# Model card: heart_disease_classifier version 3"
-    assert "Candidate `svm`" in card
-    assert "Parameters: `{'C': 2.5, 'kernel': 'linear'}`" in card
-    assert "Decision threshold on P(disease): 0.4" in card
-    assert "sha256 `ab12cd`, format csv" in card
-    assert "1025 rows read, 302 distinct patients" in card
-    assert "(723 duplicate records removed before any split)" in card
-    assert "| cv_roc_auc_mean | 0.9123 |" in card
-    assert "| cv_roc_auc_std | 0.0217 |" in card
-    assert "| holdout_roc_auc | 0.8765 |" in card
-    assert "| male | 40 | 0.812 | 0.750 | 0.700 |" in card
-    assert "| female | 21 | 0.900 | 0.857 | 1.000 |" in card
-    for section in ("## Intended use", "## Limitations", "## Holdout metrics by sex"):
-        assert section in card
-    assert "synthetic" not in card.lower()
-
-
-def test_model_card_of_synthetic_data_warns_and_of_no_version_names_none():
-    card = model_card(**{**CARD, "synthetic": True, "version": None})
-    assert (
-        "**Trained on synthetic data: for testing the pipeline only, never for patients.**" in card
-    )
-    assert card.splitlines()[0].rstrip() == "# Model card: heart_disease_classifier"

@@ -16,6 +16,7 @@ from heart_mlops import registry
 from heart_mlops.data import FEATURES
 from heart_mlops.errors import DataError
 from heart_mlops.pipeline import run_pipeline
+from heart_mlops.report import SECTIONS
 from heart_mlops.settings import PROJECT_ROOT
 from tests.bad_inputs import NO_LABEL, NO_ROWS, NOT_NUMBERS, WRONG_SHAPE, assert_message, case_ids
 from tests.support import untrainable_files
@@ -43,7 +44,7 @@ def test_champion_is_honest_and_leak_free(trained):
     assert evaluated == {"random_forest", "logistic_regression", "svm"}
 
 
-def test_version_carries_tags_model_card_and_plots(trained):
+def test_version_carries_tags_report_and_plots(trained):
     settings = trained["settings"]
     champion = _champion(settings)
     tags = champion.tags
@@ -53,16 +54,33 @@ def test_version_carries_tags_model_card_and_plots(trained):
     assert tags["heart_mlops.data_rows_distinct"] == "302"
     assert tags["heart_mlops.threshold"] == "0.5"
     assert tags["heart_mlops.promotion_decision"] == "champion"
+    assert tags["heart_mlops.threshold_policy"] == "fixed"
+    assert 0 < float(tags["heart_mlops.threshold_sensitivity"]) <= 1
+    assert 0.5 < float(tags["heart_mlops.cv_calibration_slope"]) < 2
     artifacts = {a.path for a in registry.client().list_artifacts(champion.run_id)}
-    assert {"model_card.md", "data_fingerprint.json", "plots"} <= artifacts
+    assert {"model_report.html", "model_report.json", "data_fingerprint.json", "plots"} <= artifacts
     plots = {a.path for a in registry.client().list_artifacts(champion.run_id, "plots")}
     assert {
         "plots/roc_curve.png",
         "plots/confusion_matrix.png",
         "plots/calibration_curve.png",
     } <= plots
-    card = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_card.md")
-    assert "Intended use" in card and "by sex" in card and "single hospital" in card.lower()
+    page = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model_report.html")
+    assert all(f"<h2>{section}</h2>" in page for section in SECTIONS)
+    assert f"{settings.model_name} version {champion.version}" in page
+    document = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/model_report.json")
+    assert document["evidence"]["threshold"] == {
+        "policy": "fixed",
+        "value": 0.5,
+        "target_sensitivity": 0.9,
+    }
+    assert set(document["evidence"]["subgroups"]) == {
+        "male",
+        "female",
+        "age < 50",
+        "age 50-59",
+        "age >= 60",
+    }
 
 
 def test_champion_loads_in_a_fresh_process_and_gives_p_disease_with_nan(trained):
@@ -119,8 +137,9 @@ def test_second_run_on_same_data_registers_a_challenger(trained):
     assert registry.version_of(challenger) == registered.version
     tags = challenger.tags
     assert tags["heart_mlops.promotion_decision"] == "challenger"
-    assert float(tags["heart_mlops.promotion_holdout_roc_auc"]) <= float(
-        tags["heart_mlops.promotion_champion_holdout_roc_auc"]
+    # the gate follows the selection rule: holdout log loss, lower is better, a tie keeps
+    assert float(tags["heart_mlops.promotion_holdout_log_loss"]) >= float(
+        tags["heart_mlops.promotion_champion_holdout_log_loss"]
     )
 
 

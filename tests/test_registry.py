@@ -27,6 +27,7 @@ from heart_mlops import __version__, registry
 from heart_mlops.data import FEATURES
 from heart_mlops.errors import RegistryError
 from heart_mlops.evaluation import holdout_metrics
+from heart_mlops.models import base_estimator
 from heart_mlops.settings import Settings
 from tests.conftest import fast_settings
 from tests.support import HEART_CSV, fitted_candidate, heart_split
@@ -100,7 +101,7 @@ def versions(connected) -> Versions:
 
 
 def by_c(model) -> float:
-    return model[-1].C
+    return base_estimator(model).C
 
 
 # --- promote_if_better ----------------------------------------------------------------------
@@ -201,7 +202,7 @@ def test_champion_moved_during_the_comparison_is_compared_again(versions):
     moved = []
 
     def score_while_another_run_promotes(model):
-        if model[-1].C == 0.5 and not moved:
+        if base_estimator(model).C == 0.5 and not moved:
             registry.client().set_registered_model_alias(
                 versions.name, registry.CHAMPION, elsewhere
             )
@@ -321,7 +322,7 @@ def test_load_champion_reads_back_the_tags_register_wrote(versions, store):
         "logistic_regression",
         "tuned",
     )
-    assert champion.pipeline[-1].C == 2.0
+    assert base_estimator(champion.pipeline).C == 2.0
     found = registry.client().get_model_version(versions.name, version)
     assert found.description == "tuned logistic_regression"
 
@@ -585,4 +586,4 @@ def test_load_version_gives_the_pipeline_of_versions_logged_as_the_sklearn_flavo
         ).model_uri
     version = registry.register(uri, versions.name, {})
     pipeline = registry.load_version(versions.name, version)
-    assert isinstance(pipeline, Pipeline) and pipeline[-1].C == 0.25
+    assert isinstance(pipeline, Pipeline) and base_estimator(pipeline).C == 0.25

@@ -24,7 +24,7 @@ def test_defaults():
     assert (settings.seed, settings.holdout_fraction, settings.threshold) == (42, 0.2, 0.5)
     assert (settings.cv_folds, settings.cv_repeats) == (5, 3)
     assert (settings.tuning_trials, settings.tuning_cv_repeats) == (20, 1)
-    assert settings.selection_metric == "roc_auc"
+    assert settings.selection_metric == "log_loss"
     assert settings.experiment_name == "heart-disease"
     assert settings.model_name == "heart_disease_classifier"
     assert settings.dag_schedule == "@daily"
@@ -90,7 +90,7 @@ def test_run_options_replace_the_settings_and_keep_every_other_one(tmp_path, mon
     )
     resolved = settings.with_run_options(selection_metric="precision", tuning_trials=0)
     assert (resolved.selection_metric, resolved.tuning_trials) == ("precision", 0)
-    assert (settings.selection_metric, settings.tuning_trials) == ("roc_auc", 20)
+    assert (settings.selection_metric, settings.tuning_trials) == ("log_loss", 20)
     assert isinstance(resolved.api_token, SecretStr)
     assert resolved.api_token.get_secret_value() == "token"
     assert resolved.mlflow_tracking_uri == "http://mlflow.example:5000"

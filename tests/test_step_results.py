@@ -67,6 +67,8 @@ TUNED = Tuned(
     cv={"cv_roc_auc_mean": 0.92, "cv_roc_auc_std": 0.01},
     selection_metric="roc_auc",
     trials=20,
+    threshold=0.42,
+    evidence_uri="s3://store/runs/r1/reports/clinical_evidence.json",
 )
 REGISTERED = Registered(
     model_name="heart_disease_classifier",
@@ -78,6 +80,7 @@ REGISTERED = Registered(
     params={"C": 3.5, "kernel": "linear"},
     cv={"cv_roc_auc_mean": 0.92},
     holdout={"holdout_roc_auc": 0.88},
+    threshold=0.42,
     synthetic=False,
     run_key="manual__2024-05-01T00:00:00+00:00",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -77,7 +78,9 @@ def train(
         bool, typer.Option(help="Use seeded synthetic data (never champion).")
     ] = False,
     trials: Annotated[int | None, typer.Option(help="Tuning trials (default: setting).")] = None,
-    metric: Annotated[str | None, typer.Option(help="Selection metric (default: roc_auc).")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Selection metric (default: the setting, log_loss).")
+    ] = None,
 ):
     """Run the whole pipeline in this process and print the results table."""
     from heart_mlops.pipeline import run_pipeline
@@ -107,7 +110,7 @@ def print_summary(result: PipelineResult) -> None:
         "candidate",
         f"CV {metric}",
         "CV ROC-AUC",
-        "CV accuracy",
+        "CV calibration slope",
         "holdout ROC-AUC",
         "holdout accuracy",
     ):
@@ -118,7 +121,7 @@ def print_summary(result: PipelineResult) -> None:
             e.name,
             f"{m[f'cv_{metric}_mean']:.4f}",
             f"{m['cv_roc_auc_mean']:.4f} ± {m['cv_roc_auc_std']:.4f}",
-            f"{m['cv_accuracy_mean']:.4f}",
+            f"{m['cv_calibration_slope']:.2f}",
             f"{m['holdout_roc_auc']:.4f}",
             f"{m['holdout_accuracy']:.4f}",
         )
@@ -126,8 +129,9 @@ def print_summary(result: PipelineResult) -> None:
     reg = result.registered
     out.print(
         f"best: [bold]{reg.candidate}[/] ({reg.label}, {result.tuned.trials} trials) "
-        f"CV ROC-AUC {reg.cv['cv_roc_auc_mean']:.4f}, holdout accuracy "
-        f"{reg.holdout['holdout_accuracy']:.4f}"
+        f"CV {metric} {reg.cv[f'cv_{metric}_mean']:.4f}, ROC-AUC {reg.cv['cv_roc_auc_mean']:.4f}, "
+        f"calibration slope {reg.cv['cv_calibration_slope']:.2f}; threshold {reg.threshold:g}, "
+        f"holdout accuracy {reg.holdout['holdout_accuracy']:.4f}"
     )
     alias = "[bold green]champion[/]" if reg.champion else "challenger"
     out.print(f"registered {reg.model_name} version {reg.version}: {alias} ({reg.decision})")
@@ -145,7 +149,7 @@ def tune(
     model: Annotated[str, typer.Option(help="Candidate name from model_params.yaml.")],
     trials: Annotated[int, typer.Option(help="Number of Optuna trials.")] = 20,
     data: Annotated[str | None, typer.Option(help="Data file: path or URI.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric to maximise.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to optimise.")] = None,
 ):
     """Search one candidate's hyperparameters alone, logged to MLFLOW_TRACKING_URI."""
     from heart_mlops import registry, storage, tuning
@@ -283,6 +287,61 @@ def promote(
     )
 
 
+@app.command()
+def report(
+    version: Annotated[str, typer.Option(help="Registered version to report on.")],
+    output: Annotated[
+        Path | None, typer.Option(help="HTML file to write (default: model_report_vN.html).")
+    ] = None,
+):
+    """Write a version's HTML report (data, candidates, calibration, decision curve, subgroups,
+    threshold, TRIPOD+AI checklist), rendered from what is stored with the version."""
+    from heart_mlops.pipeline import report as render_version_report
+
+    settings = _settings()
+    path = output or Path(f"model_report_v{version}.html")
+    try:
+        page = render_version_report(settings, version)
+        path.write_text(page)
+    except OSError as exc:
+        raise _fail(HeartMlopsError(f"cannot write {path}: {exc.strerror}")) from None
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"wrote the report of {settings.model_name} version {version} to {path}")
+
+
+@app.command()
+def calibration(
+    data: Annotated[str | None, typer.Option(help="Data file: path or URI.")] = None,
+):
+    """Each candidate with each probability calibration (none, sigmoid, isotonic), its
+    default parameters cross-validated on the same folds of the training part: mean ROC-AUC,
+    Brier score and log loss, and the out-of-fold calibration slope and intercept."""
+    from heart_mlops.pipeline import compare_calibration
+
+    settings = _settings()
+    try:
+        rows = compare_calibration(settings, data or settings.data_uri)
+    except Exception as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"Calibration, {settings.cv_folds}-fold CV x {settings.cv_repeats}")
+    for column in (
+        "candidate",
+        "calibration",
+        "ROC-AUC",
+        "Brier",
+        "log loss",
+        "slope",
+        "intercept",
+    ):
+        table.add_column(column)
+    for row in rows:
+        figures = [row.get(key) for key in ("roc_auc", "brier", "log_loss", "slope", "intercept")]
+        shown = ["n/a" if f is None else f"{f:.3f}" for f in figures]
+        table.add_row(row["candidate"], row["calibration"], *shown)
+    Console().print(table)
+
+
 @app.command("create-buckets")
 def create_buckets(
     wait: Annotated[
@@ -367,6 +426,21 @@ def up(
         raise _fail(exc) from None
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """HeartMlopsError naming the address when nothing can listen there (a port in use, an
+    address of no interface): checked before uvicorn, which would exit with status 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise HeartMlopsError(
+                f"cannot serve on {host}:{port}: {exc.strerror}; another server may be there "
+                "(choose --port or HEART_MLOPS_API_PORT)"
+            ) from None
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -389,6 +463,7 @@ def serve(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
+        _require_free_port(settings.api_host, settings.api_port)
         if settings.api_workers > 1:  # metrics of all workers, summed at /metrics
             prepare_multiprocess_dir(settings.home_dir / "prometheus")
         # each worker builds its app from the same environment (and .env)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import special, stats  # noqa: E402
 from sklearn import metrics  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.model_selection import (  # noqa: E402
@@ -25,6 +29,7 @@ from heart_mlops.data import (  # noqa: E402
     require_trainable,
 )
 from heart_mlops.features import transformed_feature_names  # noqa: E402
+from heart_mlops.models import base_estimator  # noqa: E402
 
 # sklearn scorer per reported metric; loss scorers are negated by sklearn, undone below
 CV_SCORERS = {
@@ -57,33 +62,72 @@ def xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return frame.loc[:, list(FEATURES)], frame[LABEL].to_numpy(dtype=int)
 
 
+LOWER_IS_BETTER = frozenset({"brier", "log_loss"})  # the rest: higher is better
+
+
+def oriented(metric: str, value: float) -> float:
+    """`value` of `metric` turned so that higher is better (a loss negated)."""
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Repeated stratified k-fold CV of one model on the training part (n patients)."""
+
+    scores: dict[str, float]  # cv_<metric>_mean/_std, cv_calibration_slope/_intercept
+    fold_scores: dict[str, np.ndarray]  # metric -> (folds * repeats,); same seed, same folds
+    y: np.ndarray  # (n,) 0/1 labels
+    oof: np.ndarray  # (repeats, n) P(disease), each row by a model fitted without it
+
+
 def cross_validated(
     model, frame: pd.DataFrame, *, folds: int, repeats: int, seed: int, n_jobs: int
-) -> dict[str, float]:
-    """Repeated stratified k-fold CV: `cv_<metric>_mean` and `cv_<metric>_std` for every metric."""
+) -> CrossValidation:
+    """Repeated stratified k-fold CV: per-fold scores of every CV_SCORERS metric, their mean
+    and std, and the out-of-fold predictions with their calibration slope and intercept
+    (pooled over repeats). The same `seed` gives the same folds: scores of two models with
+    one seed are paired. Raises what fitting raises."""
     X, y = xy(frame)
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    scores = cross_validate(
-        model, X, y, cv=cv, scoring=CV_SCORERS, n_jobs=n_jobs, error_score="raise"
+    result = cross_validate(
+        model,
+        X,
+        y,
+        cv=cv,
+        scoring=CV_SCORERS,
+        n_jobs=n_jobs,
+        error_score="raise",
+        return_estimator=True,
+        return_indices=True,
     )
-    result = {}
+    oof = np.full((repeats, len(y)), np.nan)
+    for i, (fitted, test) in enumerate(
+        zip(result["estimator"], result["indices"]["test"], strict=True)
+    ):
+        oof[i // folds, test] = probability_of_disease(fitted, X.iloc[test])
+    fold_scores, scores = {}, {}
     for name, scorer in CV_SCORERS.items():
-        values = scores[f"test_{name}"] * (-1 if scorer.startswith("neg_") else 1)
-        result[f"cv_{name}_mean"] = float(np.mean(values))
-        result[f"cv_{name}_std"] = float(np.std(values))
-    return result
+        values = result[f"test_{name}"] * (-1 if scorer.startswith("neg_") else 1)
+        fold_scores[name] = values
+        scores[f"cv_{name}_mean"] = float(np.mean(values))
+        scores[f"cv_{name}_std"] = float(np.std(values))
+    slope, intercept = calibration_slope_intercept(*pooled(y, oof))
+    scores |= {"cv_calibration_slope": slope, "cv_calibration_intercept": intercept}
+    return CrossValidation(scores=scores, fold_scores=fold_scores, y=y, oof=oof)
 
 
 def cv_score(
     model, frame: pd.DataFrame, metric: str, *, folds: int, repeats: int, seed: int, n_jobs: int
 ) -> float:
-    """Mean CV score of one metric (for selection and tuning)."""
+    """Mean CV score of one metric (for tuning), in its own sign: a loss stays positive."""
     X, y = xy(frame)
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     scores = cross_validate(
         model, X, y, cv=cv, scoring=CV_SCORERS[metric], n_jobs=n_jobs, error_score="raise"
     )
-    return float(np.mean(scores["test_score"]))
+    return float(np.mean(scores["test_score"])) * (
+        -1 if CV_SCORERS[metric].startswith("neg_") else 1
+    )
 
 
 def probability_of_disease(model, X) -> np.ndarray:
@@ -110,27 +154,293 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
 
 
 def holdout_metrics(model, holdout: pd.DataFrame, threshold: float) -> dict[str, float]:
-    """`classification_metrics` of a fitted pipeline on the holdout (FEATURES and LABEL columns),
-    each name prefixed: holdout_roc_auc, holdout_accuracy, ..."""
+    """`classification_metrics` and the calibration slope and intercept of a fitted pipeline on
+    the holdout (FEATURES and LABEL columns), each name prefixed: holdout_roc_auc, ..."""
     X, y = xy(holdout)
-    scores = classification_metrics(y, probability_of_disease(model, X), threshold)
+    p = probability_of_disease(model, X)
+    scores = classification_metrics(y, p, threshold)
+    scores["calibration_slope"], scores["calibration_intercept"] = calibration_slope_intercept(y, p)
     return {f"holdout_{name}": value for name, value in scores.items()}
 
 
-def metrics_by_sex(model, holdout: pd.DataFrame, threshold: float) -> dict[str, dict]:
-    """`classification_metrics` per sex on the holdout: {"male"|"female": {"n": rows, metric:
-    value}}; a sex without rows is left out."""
-    X, y = xy(holdout)
-    p = probability_of_disease(model, X)
-    groups = {}
-    for code, label in ((1, "male"), (0, "female")):
-        mask = (X["sex"] == code).to_numpy()
-        if mask.sum():
-            groups[label] = {
-                "n": int(mask.sum()),
-                **classification_metrics(y[mask], p[mask], threshold),
-            }
+# --- calibration, intervals, decision curve, threshold and subgroups: one implementation, used
+# by the report, the gate and monitoring ------------------------------------------------------
+
+_EPSILON = 1e-12  # probabilities are clipped to [ε, 1 - ε] before their log-odds
+
+
+def log_odds(p: np.ndarray) -> np.ndarray:
+    """P(disease) (any shape) -> its log-odds log(p / (1 - p)), p clipped to [1e-12, 1 - 1e-12]."""
+    return special.logit(np.clip(p, _EPSILON, 1 - _EPSILON))
+
+
+def calibration_slope_intercept(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """y: (n,) 0/1 outcomes; p: (n,) predicted P(disease). -> (slope, intercept)
+
+    Slope: the coefficient of a logistic regression of y on the log-odds of p (1 is ideal;
+    above 1 the model is under-confident, below 1 over-confident). Intercept
+    (calibration-in-the-large): the intercept of a logistic regression of y with the log-odds
+    as an offset (0 is ideal; above 0 the model predicts too low on average). Van Calster et
+    al. 2019, BMC Medicine 17:230. NaN for both with one class or separated outcomes."""
+    y = np.asarray(y, dtype=float)
+    if len(np.unique(y)) < 2:
+        return float("nan"), float("nan")
+    x = log_odds(np.asarray(p, dtype=float))
+    ones = np.ones_like(x)
+    slope = _logistic_fit(np.column_stack([ones, x]), y, offset=0.0)
+    intercept = _logistic_fit(ones[:, None], y, offset=x)
+    return float(slope[1]), float(intercept[0])
+
+
+def _logistic_fit(design: np.ndarray, y: np.ndarray, offset) -> np.ndarray:
+    """Maximum-likelihood coefficients of logit P(y=1) = design @ b + offset, by Newton's
+    method: these one- and two-parameter fits run thousands of times in a bootstrap, where a
+    general solver costs milliseconds each. NaN when it does not converge (separation)."""
+    coef = np.zeros(design.shape[1])
+    for _ in range(50):
+        mu = special.expit(design @ coef + offset)
+        hessian = design.T @ (design * (mu * (1 - mu))[:, None])
+        try:
+            step = np.linalg.solve(hessian, design.T @ (y - mu))
+        except np.linalg.LinAlgError:
+            break
+        coef += step
+        if np.max(np.abs(step)) < 1e-10:
+            return coef
+    return np.full(design.shape[1], np.nan)
+
+
+def pooled(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """y: (n,); p: (n,) or out-of-fold (repeats, n). -> (y, p) as 1-D arrays, y repeated once
+    per repeat: every repeat predicts every patient once."""
+    p = np.asarray(p, dtype=float)
+    if p.ndim == 1:
+        return np.asarray(y), p
+    return np.tile(y, p.shape[0]), p.ravel()
+
+
+def sensitivity_specificity(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float]:
+    """y: (n,) 0/1; p: (n,) P(disease), disease predicted where p >= threshold. -> (share of
+    the diseased predicted diseased, share of the healthy predicted healthy); NaN without any."""
+    y, predicted = np.asarray(y) == 1, np.asarray(p) >= threshold
+    sensitivity = predicted[y].mean() if y.any() else float("nan")
+    specificity = (~predicted[~y]).mean() if (~y).any() else float("nan")
+    return float(sensitivity), float(specificity)
+
+
+Figures = Callable[[np.ndarray, np.ndarray], dict[str, float]]  # (y, p) 1-D -> by name
+
+
+def figures_at(threshold: float) -> Figures:
+    """The figures a clinical report gives of P(disease) predictions, computed together from
+    (y, p) 1-D: roc_auc, brier, log_loss, calibration_slope, calibration_intercept, and
+    sensitivity and specificity at `threshold`. ROC-AUC and calibration are NaN with one
+    class."""
+
+    def figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        both = len(np.unique(y)) == 2
+        slope, intercept = calibration_slope_intercept(y, p)
+        sensitivity, specificity = sensitivity_specificity(y, p, threshold)
+        return {
+            "roc_auc": _roc_auc(y, p) if both else float("nan"),
+            "brier": float(np.mean((p - y) ** 2)),
+            "log_loss": float(-np.mean(y * log_odds(p) - np.log1p(np.exp(log_odds(p))))),
+            "calibration_slope": slope,
+            "calibration_intercept": intercept,
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+        }
+
+    return figures
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    # the Mann-Whitney form of ROC-AUC (ties count half): sklearn's roc_auc_score without
+    # its input checks, which cost more than the figure itself in a bootstrap
+    ranks = stats.rankdata(p)
+    positives = y == 1
+    n1, n0 = positives.sum(), (~positives).sum()
+    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def bootstrap(
+    figures: Figures,
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    samples: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Each of `figures` (as figures_at gives) with its bootstrap interval over patients:
+    {name: {"value", "low", "high"}}. y: (n,); p: (n,) or out-of-fold (repeats, n), a
+    patient's repeats resampled together. `samples` resamples of n patients with replacement,
+    seeded; the percentile interval at `level`, resamples where a figure is NaN (one class
+    drawn) left out of its interval; low and high NaN when fewer than half give a number."""
+    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    drawn = [
+        figures(*pooled(y[rows], p[..., rows]))
+        for rows in rng.integers(0, len(y), (samples, len(y)))
+    ]
+    tail = (1 - level) / 2 * 100
+    result = {}
+    for name, value in figures(*pooled(y, p)).items():
+        values = np.array([d[name] for d in drawn])
+        values = values[~np.isnan(values)]
+        enough = len(values) >= samples / 2
+        low, high = np.percentile(values, [tail, 100 - tail]) if enough else (np.nan, np.nan)
+        result[name] = {"value": value, "low": float(low), "high": float(high)}
+    return result
+
+
+def decision_curve(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
+    """Net benefit (Vickers and Elkin 2006) at each threshold probability t: true positives
+    minus false positives weighted by t / (1 - t), per patient; for the model (treat where
+    p >= t), "treat all" and "treat none" (0). y: (n,); p: (n,) or (repeats, n); thresholds
+    in (0, 1). -> DataFrame with columns threshold, model, treat_all, treat_none."""
+    y, p = pooled(y, p)
+    n, prevalence = len(y), float(np.mean(y))
+    t = np.asarray(thresholds, dtype=float)
+    weight = t / (1 - t)
+    treated = p[None, :] >= t[:, None]
+    true_pos = (treated & (y[None, :] == 1)).sum(axis=1) / n
+    false_pos = (treated & (y[None, :] == 0)).sum(axis=1) / n
+    return pd.DataFrame(
+        {
+            "threshold": t,
+            "model": true_pos - false_pos * weight,
+            "treat_all": prevalence - (1 - prevalence) * weight,
+            "treat_none": 0.0,
+        }
+    )
+
+
+def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float) -> float:
+    """The highest threshold (the most specific one, on a 0.001 grid, rounded down) at which
+    at least `target` of the diseased are predicted diseased (p >= threshold): moving the
+    threshold down from 1, the first one that reaches the target. y: (n,); p: (n,) or
+    (repeats, n). ValueError without any diseased patient or with target outside (0, 1]."""
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity {target} is not in (0, 1]")
+    y, p = pooled(y, p)
+    diseased = np.sort(p[y == 1])[::-1]
+    if not len(diseased):
+        raise ValueError("no diseased patient: no sensitivity to reach")
+    needed = int(np.ceil(target * len(diseased) - 1e-9))  # patients to catch
+    return float(np.floor(diseased[needed - 1] * 1000) / 1000)
+
+
+def decision_threshold(
+    y: np.ndarray, p: np.ndarray, *, policy: str, fixed: float, target_sensitivity: float
+) -> float:
+    """The threshold on P(disease) that `policy` gives: "fixed" -> `fixed`; "sensitivity" ->
+    threshold_for_sensitivity(y, p, target_sensitivity) on the out-of-fold predictions p.
+    ValueError for another policy."""
+    if policy == "fixed":
+        return fixed
+    if policy == "sensitivity":
+        return threshold_for_sensitivity(y, p, target_sensitivity)
+    raise ValueError(f"threshold policy '{policy}' is not one of fixed, sensitivity")
+
+
+def subgroups(X: pd.DataFrame, age_bands: Sequence[int]) -> dict[str, np.ndarray]:
+    """Boolean masks (n,) of the subgroups reported: by sex, then by age band. X: n rows with
+    `sex` (1 male) and `age`; age_bands: ascending limits, e.g. [50, 60] -> "age < 50",
+    "age 50-59", "age >= 60"."""
+    groups = {"male": (X["sex"] == 1).to_numpy(), "female": (X["sex"] == 0).to_numpy()}
+    age = X["age"].to_numpy()
+    limits = [-np.inf, *age_bands, np.inf]
+    for low, high in zip(limits[:-1], limits[1:], strict=True):
+        name = (
+            f"age < {high:g}"
+            if low == -np.inf
+            else f"age >= {low:g}"
+            if high == np.inf
+            else f"age {low:g}-{high - 1:g}"
+        )
+        groups[name] = (age >= low) & (age < high)
     return groups
+
+
+def subgroup_report(
+    groups: dict[str, np.ndarray],
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    threshold: float,
+    min_n: int,
+    samples: int,
+    seed: int,
+) -> dict[str, dict]:
+    """Per subgroup (masks over the n patients, as `subgroups` gives): {"n", "positives",
+    "too_few": bool, "metrics": bootstrap() of figures_at(threshold) or None}. A group of
+    fewer than `min_n` patients is reported as too few rather than as numbers. y: (n,);
+    p: (n,) or (repeats, n)."""
+    report = {}
+    for name, mask in groups.items():
+        n = int(mask.sum())
+        entry = {"n": n, "positives": int(np.asarray(y)[mask].sum()), "too_few": n < min_n}
+        entry["metrics"] = (
+            None
+            if entry["too_few"]
+            else bootstrap(figures_at(threshold), y[mask], p[..., mask], samples=samples, seed=seed)
+        )
+        report[name] = entry
+    return report
+
+
+def clinical_evidence(
+    cv: CrossValidation,
+    train: pd.DataFrame,
+    *,
+    threshold_policy: str,
+    fixed_threshold: float,
+    target_sensitivity: float,
+    age_bands: Sequence[int],
+    min_n: int,
+    samples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """What a version's report states from its out-of-fold predictions on the training part
+    (`cv` of the chosen model, `train` the same rows), JSON-able:
+
+    - "threshold": {"policy", "value", "target_sensitivity"} (decision_threshold);
+    - "out_of_fold": bootstrap of figures_at(threshold), intervals over patients;
+    - "decision_curve": [{threshold, model, treat_all, treat_none}] for t in 0.05..0.95;
+    - "subgroups": subgroup_report by sex and `age_bands` (fewer than `min_n`: too few);
+    - "predictions": {"y": (n,), "oof": (repeats, n)} for the calibration plot.
+    ValueError from decision_threshold."""
+    threshold = decision_threshold(
+        cv.y,
+        cv.oof,
+        policy=threshold_policy,
+        fixed=fixed_threshold,
+        target_sensitivity=target_sensitivity,
+    )
+    X = train.loc[:, list(FEATURES)]
+    return {
+        "threshold": {
+            "policy": threshold_policy,
+            "value": threshold,
+            "target_sensitivity": target_sensitivity,
+        },
+        "out_of_fold": bootstrap(figures_at(threshold), cv.y, cv.oof, samples=samples, seed=seed),
+        "decision_curve": decision_curve(cv.y, cv.oof, DECISION_THRESHOLDS).to_dict("records"),
+        "subgroups": subgroup_report(
+            subgroups(X, age_bands),
+            cv.y,
+            cv.oof,
+            threshold=threshold,
+            min_n=min_n,
+            samples=samples,
+            seed=seed,
+        ),
+        "predictions": {"y": cv.y.tolist(), "oof": cv.oof.tolist()},
+    }
+
+
+DECISION_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
 def save_plots(model, holdout: pd.DataFrame, threshold: float, out_dir: Path) -> list[Path]:
@@ -179,8 +489,9 @@ def _is_tree(model) -> bool:
 def feature_importances(model) -> pd.Series | None:
     """One value per transformed column (`transformed_feature_names`, e.g. "cp=0") of a fitted
     pipeline: a tree model's feature_importances_, else a linear model's coefficients
-    (log-odds); None when it has neither (a calibrated or kernel model) or a sparse coef_."""
-    estimator = model[-1]
+    (log-odds), of the estimator inside a (non-ensemble) calibration wrapper; None when it has
+    neither (a kernel model) or a sparse coef_."""
+    estimator = base_estimator(model)
     names = transformed_feature_names()
     if hasattr(estimator, "feature_importances_"):
         return pd.Series(estimator.feature_importances_, index=names)
@@ -195,76 +506,3 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _metric_table(values: dict) -> str:
-    """A Markdown table of metric name -> value, 4 decimals."""
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in values.items())
-    return "| metric | value |\n| --- | --- |\n" + rows
-
-
-def _sex_table(by_sex: dict) -> str:
-    """A Markdown table of `metrics_by_sex`: n, ROC-AUC, accuracy and recall per sex, 3 decimals."""
-    rows = "\n".join(
-        f"| {group} | {m['n']} | {m['roc_auc']:.3f} | {m['accuracy']:.3f} | {m['recall']:.3f} |"
-        for group, m in by_sex.items()
-    )
-    header = "| group | n | ROC-AUC | accuracy | recall |\n| --- | --- | --- | --- | --- |\n"
-    return header + rows
-
-
-def model_card(
-    *,
-    model_name: str,
-    version: str | None,
-    candidate: str,
-    params: dict,
-    fingerprint: dict,
-    cv: dict,
-    holdout: dict,
-    by_sex: dict,
-    threshold: float,
-    synthetic: bool,
-) -> str:
-    """The model card in Markdown: intended use; the model (`candidate`, `params`, `threshold`
-    on P(disease)); the data (`fingerprint` as Dataset.fingerprint); tables of the `cv` and
-    `holdout` metrics (name: value) and of `by_sex` (metrics_by_sex); limitations. A warning
-    first when `synthetic`."""
-    warning = (
-        "\n**Trained on synthetic data: for testing the pipeline only, never for patients.**\n"
-        if synthetic
-        else ""
-    )
-    return f"""# Model card: {model_name} {f"version {version}" if version else ""}
-{warning}
-## Intended use
-Decision support for research and teaching: estimates P(heart disease) from 13 clinical
-features of an adult patient. Not a medical device; not for diagnosis without a clinician.
-
-## Model
-Candidate `{candidate}`, one sklearn Pipeline (missing-code handling, imputation, scaling,
-one-hot encoding, estimator). Decision threshold on P(disease): {threshold}.
-Parameters: `{params}`
-
-## Data
-Fingerprint: sha256 `{fingerprint.get("sha256")}`, format {fingerprint.get("format")},
-{fingerprint.get("rows_raw")} rows read, {fingerprint.get("rows_distinct")} distinct patients
-({fingerprint.get("duplicates_removed")} duplicate records removed before any split).
-Label: `disease` = 1 when heart disease is present (heart.csv's `target` is inverted).
-
-## Cross-validated metrics (training part)
-{_metric_table(cv)}
-
-## Holdout metrics
-{_metric_table(holdout)}
-
-## Holdout metrics by sex
-{_sex_table(by_sex)}
-
-## Limitations
-- Trained on about 300 patients of a single hospital (Cleveland Clinic, 1988); other
-  populations, hospitals and eras may differ (calibration especially).
-- Women are under-represented (about a third of patients); per-group figures rest on few rows.
-- Features that other hospitals often lack (ca, thal, slope, chol) are imputed, which lowers
-  accuracy for such records.
-"""

@@ -76,6 +76,15 @@ class Candidate:
         return Pipeline([("preprocess", build_preprocessor()), ("model", estimator)])
 
 
+def base_estimator(pipeline: Pipeline):
+    """The fitted estimator of a candidate's pipeline, inside its calibration wrapper if any
+    (the one fitted on every training row: `ensemble=False`)."""
+    estimator = pipeline[-1]
+    if isinstance(estimator, CalibratedClassifierCV):
+        return estimator.calibrated_classifiers_[0].estimator
+    return estimator
+
+
 def load_candidates(path: Path) -> dict[str, Candidate]:
     """model_params.yaml (`candidates:` name -> entry) -> {name: Candidate}, in file order.
     ConfigError naming the file, candidate and key when the file is missing, not YAML, has no

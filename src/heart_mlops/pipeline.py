@@ -9,6 +9,7 @@ in this process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import tempfile
@@ -18,18 +19,24 @@ from pathlib import Path
 
 from heart_mlops import registry, storage, tuning
 from heart_mlops.data import load_bytes, sha256, synthetic_csv
-from heart_mlops.errors import DataError, StorageError
+from heart_mlops.errors import ConfigError, DataError, StorageError
 from heart_mlops.evaluation import (
+    LOWER_IS_BETTER,
+    CrossValidation,
+    bootstrap,
+    clinical_evidence,
     cross_validated,
+    figures_at,
     holdout_metrics,
-    metrics_by_sex,
-    model_card,
+    oriented,
+    probability_of_disease,
     save_plots,
     split_holdout,
     xy,
 )
 from heart_mlops.graph import task_id, wire
 from heart_mlops.models import Candidate, load_candidates
+from heart_mlops.report import render as render_report
 from heart_mlops.settings import Settings
 from heart_mlops.step_results import (
     Evaluated,
@@ -150,6 +157,19 @@ def preprocess_data(settings: Settings, extracted: Extracted) -> Prepared:
         return prepared
 
 
+def _cross_validated(settings: Settings, model, train, seed: int | None = None) -> CrossValidation:
+    """`model` cross-validated on `train` as the settings say (folds, repeats, jobs); folds by
+    `seed`, else the settings' seed."""
+    return cross_validated(
+        model,
+        train,
+        folds=settings.cv_folds,
+        repeats=settings.cv_repeats,
+        seed=settings.seed if seed is None else seed,
+        n_jobs=settings.n_jobs,
+    )
+
+
 def _candidate(settings: Settings, name: str) -> Candidate:
     return load_candidates(settings.model_params_path)[name]
 
@@ -179,14 +199,7 @@ def evaluate_candidate(settings: Settings, trained: Trained, prepared: Prepared)
         model = registry.deserialize(storage.read_bytes(trained.model_uri))
         train = storage.read_frame(prepared.train_uri)
         holdout = storage.read_frame(prepared.holdout_uri)
-        scores = cross_validated(
-            model,
-            train,
-            folds=settings.cv_folds,
-            repeats=settings.cv_repeats,
-            seed=settings.seed,
-            n_jobs=settings.n_jobs,
-        )
+        scores = _cross_validated(settings, model, train).scores
         scores |= holdout_metrics(model, holdout, settings.threshold)
         with registry.resumed_run(trained.run_id), tempfile.TemporaryDirectory() as tmp:
             registry.log_metrics(scores)
@@ -200,10 +213,11 @@ def evaluate_candidate(settings: Settings, trained: Trained, prepared: Prepared)
 def select_best_model(
     settings: Settings, evaluations: list[Evaluated], parent_run_id: str | None = None
 ) -> Selected:
-    """The candidate with the best mean CV score of `settings.selection_metric`."""
+    """The candidate with the best mean CV score of `settings.selection_metric` (lowest for a
+    loss). Every candidate was scored on the same folds (one seed): the comparison is paired."""
     metric = settings.selection_metric
     key = f"cv_{metric}_mean"
-    ranking = sorted(evaluations, key=lambda e: e.metrics[key], reverse=True)
+    ranking = sorted(evaluations, key=lambda e: oriented(metric, e.metrics[key]), reverse=True)
     best = ranking[0]
     log.info("best candidate by %s: %s (%.4f)", key, best.name, best.metrics[key])
     if parent_run_id:
@@ -212,13 +226,16 @@ def select_best_model(
     return Selected.extending(
         best,
         selection_metric=metric,
-        ranking=[{"name": e.name, key: e.metrics[key]} for e in ranking],
+        ranking=[
+            {"name": e.name, **{k: e.metrics[k] for k in RANKING_FIGURES | {key} if k in e.metrics}}
+            for e in ranking
+        ],
     )
 
 
 def _search_and_rescore(
     settings: Settings, candidate: Candidate, train, metric: str
-) -> tuple[dict, dict, dict | None]:
+) -> tuple[dict, CrossValidation, CrossValidation | None]:
     """Optuna search (if any trials and a space), then tuned and untuned scored on fresh folds
     (another seed than the search used). -> (tuned params, untuned CV, tuned CV or None)"""
     tuned_params: dict = {}
@@ -231,19 +248,40 @@ def _search_and_rescore(
             metric=metric,
             on_trial=registry.log_trial,
         )
-    rescore = dict(
-        folds=settings.cv_folds,
-        repeats=settings.cv_repeats,
-        seed=settings.seed + 1,
-        n_jobs=settings.n_jobs,
-    )
-    untuned_cv = cross_validated(candidate.build(seed=settings.seed), train, **rescore)
+    fresh = settings.seed + 1
+    untuned_cv = _cross_validated(settings, candidate.build(seed=settings.seed), train, fresh)
     tuned_cv = (
-        cross_validated(candidate.build(tuned_params, seed=settings.seed), train, **rescore)
+        _cross_validated(settings, candidate.build(tuned_params, seed=settings.seed), train, fresh)
         if tuned_params
         else None
     )
     return tuned_params, untuned_cv, tuned_cv
+
+
+RANKING_FIGURES = frozenset(
+    f"cv_{name}"
+    for name in (
+        "roc_auc_mean",
+        "brier_mean",
+        "log_loss_mean",
+        "calibration_slope",
+        "calibration_intercept",
+    )
+)
+
+
+def _clinical_evidence(settings: Settings, chosen: CrossValidation, train) -> dict:
+    return clinical_evidence(
+        chosen,
+        train,
+        threshold_policy=settings.threshold_policy,
+        fixed_threshold=settings.threshold,
+        target_sensitivity=settings.target_sensitivity,
+        age_bands=settings.subgroup_age_bands,
+        min_n=settings.subgroup_min_n,
+        samples=settings.bootstrap_samples,
+        seed=settings.seed,
+    )
 
 
 def tune_best_model(settings: Settings, best: Selected, prepared: Prepared) -> Tuned:
@@ -258,16 +296,20 @@ def tune_best_model(settings: Settings, best: Selected, prepared: Prepared) -> T
             tuned_params, untuned_cv, tuned_cv = _search_and_rescore(
                 settings, candidate, train, metric
             )
-            label = tuning.choose(untuned_cv, tuned_cv, metric)
+            label = tuning.choose(untuned_cv.scores, tuned_cv and tuned_cv.scores, metric)
             registry.log_params({f"tuned_{k}": v for k, v in tuned_params.items()})
             registry.log_metrics(
                 {
-                    f"untuned_{key}": untuned_cv[key],
-                    **({f"tuned_{key}": tuned_cv[key]} if tuned_cv else {}),
+                    f"untuned_{key}": untuned_cv.scores[key],
+                    **({f"tuned_{key}": tuned_cv.scores[key]} if tuned_cv else {}),
                 }
             )
             registry.set_tag("choice", label)
-        chosen_cv = tuned_cv if label == "tuned" else untuned_cv
+        chosen = tuned_cv if label == "tuned" else untuned_cv
+        evidence = _clinical_evidence(settings, chosen, train) | {"candidates": best.ranking}
+        evidence_uri = storage.write_json(
+            storage.join(prepared.prefix, "reports", "clinical_evidence.json"), evidence
+        )
         params = {**candidate.params, **(tuned_params if label == "tuned" else {})}
         model = candidate.build(params, seed=settings.seed).fit(*xy(train))
         model_uri = storage.write_bytes(
@@ -278,17 +320,19 @@ def tune_best_model(settings: Settings, best: Selected, prepared: Prepared) -> T
             label,
             best.name,
             key,
-            chosen_cv[key],
-            untuned_cv[key],
+            chosen.scores[key],
+            untuned_cv.scores[key],
         )
         return Tuned(
             name=best.name,
             label=label,
             params=params,
             model_uri=model_uri,
-            cv=chosen_cv,
+            cv=chosen.scores,
             selection_metric=metric,
             trials=settings.tuning_trials,
+            threshold=evidence["threshold"]["value"],
+            evidence_uri=evidence_uri,
         )
 
 
@@ -302,17 +346,17 @@ def register_model(settings: Settings, tuned: Tuned, prepared: Prepared) -> Regi
         existing = registry.version_for_pipeline_run(name, prepared.run_key)
         holdout = storage.read_frame(prepared.holdout_uri)
         model = registry.deserialize(storage.read_bytes(tuned.model_uri))
-        holdout_scores = holdout_metrics(model, holdout, settings.threshold)
+        holdout_scores = holdout_metrics(model, holdout, tuned.threshold)
         if existing is None:
             version = _log_and_register(settings, model, tuned, prepared, holdout, holdout_scores)
         else:
             version = registry.version_of(existing)
             log.info("pipeline run %s already registered version %s", prepared.run_key, version)
 
+        gate = f"holdout_{tuned.selection_metric}"  # the selection rule, on the same holdout
+
         def score(candidate_model) -> float:
-            return holdout_metrics(candidate_model, holdout, settings.threshold)[
-                registry.PROMOTION_METRIC
-            ]
+            return holdout_metrics(candidate_model, holdout, tuned.threshold)[gate]
 
         blocker = registry.promotion_blocker(
             synthetic=prepared.synthetic,
@@ -320,7 +364,14 @@ def register_model(settings: Settings, tuned: Tuned, prepared: Prepared) -> Regi
             leak_threshold=settings.leak_threshold,
         )
         promotion = registry.promote_if_better(
-            name, version, score, allow=blocker is None, blocked_reason=blocker or ""
+            name,
+            version,
+            score,
+            allow=blocker is None,
+            blocked_reason=blocker or "",
+            metric=gate,
+            lower_is_better=tuned.selection_metric in LOWER_IS_BETTER,
+            margin=settings.promotion_margin,
         )
         registry.end_run(prepared.parent_run_id)
         result = Registered(
@@ -333,6 +384,7 @@ def register_model(settings: Settings, tuned: Tuned, prepared: Prepared) -> Regi
             params=tuned.params,
             cv=tuned.cv,
             holdout=holdout_scores,
+            threshold=tuned.threshold,
             synthetic=prepared.synthetic,
             run_key=prepared.run_key,
         )
@@ -350,20 +402,27 @@ def _log_and_register(
     holdout,
     holdout_scores: dict[str, float],
 ) -> str:
-    """The register step's MLflow run (parameters, metrics, plots, model, card), then a new
+    """The register step's MLflow run (parameters, metrics, plots, model, report), then a new
     version of the registered model. -> the version"""
-    card = model_card(
-        model_name=settings.model_name,
-        version=None,
-        candidate=tuned.name,
-        params=tuned.params,
-        fingerprint=prepared.fingerprint,
-        cv=tuned.cv,
-        holdout=holdout_scores,
-        by_sex=metrics_by_sex(model, holdout, settings.threshold),
-        threshold=settings.threshold,
-        synthetic=prepared.synthetic,
-    )
+    evidence = storage.read_json(tuned.evidence_uri)
+    X, y = xy(holdout)
+    p = probability_of_disease(model, X)
+    threshold = tuned.threshold
+    document = {
+        "model_name": settings.model_name,
+        "candidate": tuned.name,
+        "calibration": _candidate(settings, tuned.name).calibration,
+        "label": tuned.label,
+        "params": tuned.params,
+        "selection_metric": tuned.selection_metric,
+        "synthetic": prepared.synthetic,
+        "fingerprint": prepared.fingerprint,
+        "evidence": evidence,
+        "holdout": bootstrap(
+            figures_at(threshold), y, p, samples=settings.bootstrap_samples, seed=settings.seed
+        ),
+        "holdout_predictions": {"y": y.tolist(), "p": p.tolist()},
+    }
     with (
         _step_run(
             prepared,
@@ -376,25 +435,87 @@ def _log_and_register(
     ):
         registry.log_params(tuned.params)
         registry.log_params(
-            {"threshold": settings.threshold, "candidate": tuned.name, "tuning_label": tuned.label}
+            {
+                "threshold": threshold,
+                "threshold_policy": settings.threshold_policy,
+                "candidate": tuned.name,
+                "tuning_label": tuned.label,
+            }
         )
         registry.log_metrics({**tuned.cv, **holdout_scores})
         registry.log_json(prepared.fingerprint, "data_fingerprint.json")
-        registry.log_files(save_plots(model, holdout, settings.threshold, Path(tmp)), "plots")
+        registry.log_files(save_plots(model, holdout, threshold, Path(tmp)), "plots")
         model_uri = registry.log_model(model, holdout)
-        registry.log_text(card, "model_card.md")
+    oof = evidence["out_of_fold"]
     tags = registry.version_tags(
         pipeline_run=prepared.run_key,
         run_id=run_id,
         candidate=tuned.name,
         tuning_label=tuned.label,
-        threshold=settings.threshold,
+        threshold=threshold,
         synthetic=prepared.synthetic,
         fingerprint=prepared.fingerprint,
-        scores={**tuned.cv, **holdout_scores},
-    )
+        scores={
+            **tuned.cv,
+            **holdout_scores,
+            **{
+                f"threshold_{figure}{part}": oof[figure][key]
+                for figure in ("sensitivity", "specificity")
+                for part, key in (("", "value"), ("_low", "low"), ("_high", "high"))
+            },
+        },
+    ) | {"threshold_policy": settings.threshold_policy}
     description = f"{tuned.label} {tuned.name}, data sha256 {prepared.sha256[:12]}"
-    return registry.register(model_uri, settings.model_name, tags, description=description)
+    version = registry.register(model_uri, settings.model_name, tags, description=description)
+    document["version"] = version
+    with registry.resumed_run(run_id):
+        registry.log_json(document, REPORT_DOCUMENT)
+        registry.log_text(render_report(document), REPORT_PAGE)
+    return version
+
+
+REPORT_DOCUMENT, REPORT_PAGE = "model_report.json", "model_report.html"
+
+
+def compare_calibration(settings: Settings, data_uri: str) -> list[dict]:
+    """Each candidate of model_params.yaml with calibration none, sigmoid and isotonic, its
+    default parameters, cross-validated on the training part of `data_uri` with the same folds
+    (paired). -> [{candidate, calibration, roc_auc, brier, log_loss, slope, intercept}]; the
+    figures are None for "none" when the estimator has no predict_proba. DataError as
+    training."""
+    dataset = load_bytes(storage.read_bytes(data_uri))
+    train, _ = split_holdout(
+        dataset.frame, settings.holdout_fraction, settings.seed, cv_folds=settings.cv_folds
+    )
+    rows = []
+    for name, candidate in load_candidates(settings.model_params_path).items():
+        for method in (None, "sigmoid", "isotonic"):
+            row = {"candidate": name, "calibration": method or "none"}
+            try:
+                model = dataclasses.replace(candidate, calibration=method).build(seed=settings.seed)
+            except ConfigError:  # no predict_proba without calibration
+                rows.append(row)
+                continue
+            scores = _cross_validated(settings, model, train).scores
+            rows.append(
+                row
+                | {k: scores[f"cv_{k}_mean"] for k in ("roc_auc", "brier", "log_loss")}
+                | {
+                    "slope": scores["cv_calibration_slope"],
+                    "intercept": scores["cv_calibration_intercept"],
+                }
+            )
+    return rows
+
+
+def report(settings: Settings, version: str) -> str:
+    """The HTML report of a registered `version`, rendered again from the document stored
+    with it. RegistryError when the version does not exist or has no report (registered
+    before reports existed)."""
+    registry.configure(settings)
+    champion = registry.load_champion(settings, version)
+    document = registry.load_json(champion.run_id, REPORT_DOCUMENT)
+    return render_report(document)
 
 
 StepCallback = Callable[[str, float, StepResult], None]  # (step id, seconds, its result)

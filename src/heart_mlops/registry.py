@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 import time
@@ -254,6 +255,15 @@ def log_json(payload: dict, name: str) -> None:
     mlflow.log_dict(payload, name)
 
 
+def load_json(run_id: str, name: str) -> Any:
+    """The JSON artifact `name` of run `run_id` (as log_json wrote it). RegistryError when the
+    run has no such artifact or the store fails."""
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}")
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"run {run_id} has no artifact {name}: {exc}") from None
+
+
 def log_text(text: str, name: str) -> None:
     """Text (the model card) as an artifact `name` of the active run."""
     mlflow.log_text(text, name)
@@ -426,8 +436,8 @@ def set_version_tags(model_name: str, version: str, tags: dict) -> None:
 @dataclass(frozen=True)
 class Promotion:
     """A promotion decision: whether `version` holds @champion (else @challenger) and why;
-    `new_score` and `champion_score` are PROMOTION_METRIC on the holdout, scored now (NaN and
-    None for an explicit `promote`; champion_score None when there was no champion)."""
+    `new_score` and `champion_score` are `metric` on the holdout, scored now (NaN and None for
+    an explicit `promote`; champion_score None when there was no champion)."""
 
     version: str
     promoted: bool
@@ -435,6 +445,7 @@ class Promotion:
     new_score: float
     champion_version: str | None
     champion_score: float | None
+    metric: str = PROMOTION_METRIC
 
 
 def promotion_blocker(*, synthetic: bool, cv_roc_auc: float, leak_threshold: float) -> str | None:
@@ -459,8 +470,13 @@ def promote_if_better(
     allow: bool = True,
     blocked_reason: str = "",
     attempts: int = 3,
+    metric: str = PROMOTION_METRIC,
+    lower_is_better: bool = False,
+    margin: float = 0.0,
 ) -> Promotion:
-    """Move `champion` to `version` if `score_fn(model)` beats the champion's, else `challenger`.
+    """Move `champion` to `version` if `score_fn(model)` (its `metric` on the holdout) beats
+    the champion's by more than `margin` (lower for a loss: `lower_is_better`), else
+    `challenger`; a tie keeps the champion.
 
     Compare-and-set: the champion is re-read right before the alias moves; if another run moved
     it meanwhile, the comparison is made again against the new champion.
@@ -470,32 +486,25 @@ def promote_if_better(
     for _ in range(attempts):
         current = version_of(version_by_alias(model_name, CHAMPION))
         if current == version:
-            return Promotion(version, True, "already champion", new_score, version, new_score)
+            return Promotion(
+                version, True, "already champion", new_score, version, new_score, metric
+            )
         champion_score = score_fn(load_version(model_name, current)) if current else None
         if not allow:
             promoted, reason = False, blocked_reason
         elif champion_score is None:
             promoted, reason = True, "no champion yet"
-        elif new_score > champion_score:
-            promoted, reason = (
-                True,
-                (
-                    f"{PROMOTION_METRIC} {new_score:.4f} beats champion "
-                    f"v{current} {champion_score:.4f}"
-                ),
-            )
         else:
-            promoted, reason = (
-                False,
-                (
-                    f"{PROMOTION_METRIC} {new_score:.4f} does not beat "
-                    f"champion v{current} {champion_score:.4f}"
-                ),
+            gain = (champion_score - new_score) if lower_is_better else (new_score - champion_score)
+            promoted = gain > margin
+            verb = "beats" if promoted else "does not beat"
+            reason = f"{metric} {new_score:.4f} {verb} champion v{current} {champion_score:.4f}" + (
+                f" by more than {margin:g}" if margin else ""
             )
         if version_of(version_by_alias(model_name, CHAMPION)) != current:
             log.warning("champion moved during comparison; comparing again")
             continue
-        result = Promotion(version, promoted, reason, new_score, current, champion_score)
+        result = Promotion(version, promoted, reason, new_score, current, champion_score, metric)
         _record(model_name, result)
         return result
     raise RegistryError(
@@ -511,10 +520,16 @@ def _record(model_name: str, result: Promotion) -> None:
         {
             "promotion_decision": "champion" if result.promoted else "challenger",
             "promotion_reason": result.reason,
-            f"promotion_{PROMOTION_METRIC}": f"{result.new_score:.6f}",
             "promotion_champion_version": result.champion_version or "",
-            f"promotion_champion_{PROMOTION_METRIC}": (
-                "" if result.champion_score is None else f"{result.champion_score:.6f}"
+            **(
+                {}  # an explicit promotion scores nothing
+                if math.isnan(result.new_score)
+                else {
+                    f"promotion_{result.metric}": f"{result.new_score:.6f}",
+                    f"promotion_champion_{result.metric}": (
+                        "" if result.champion_score is None else f"{result.champion_score:.6f}"
+                    ),
+                }
             ),
             "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },

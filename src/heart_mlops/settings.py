@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SelectionMetric = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
+SelectionMetric = Literal["log_loss", "brier", "roc_auc", "accuracy", "f1", "precision", "recall"]
 
 
 class Settings(BaseSettings):
@@ -51,8 +51,37 @@ class Settings(BaseSettings):
     tuning_cv_repeats: int = Field(
         1, ge=1, description="CV repeats per tuning trial; the pick is re-scored on cv_repeats."
     )
-    selection_metric: SelectionMetric = "roc_auc"
+    selection_metric: SelectionMetric = Field(
+        "log_loss",
+        description="Mean CV metric that selects and tunes the candidate, and holdout metric "
+        "of the champion gate (log_loss and brier: lower is better). Log loss, a proper "
+        "scoring rule, values honest probabilities (docs/model.md).",
+    )
+    promotion_margin: float = Field(
+        0.0,
+        ge=0,
+        description="A new version becomes champion only when its holdout selection metric "
+        "beats the champion's by more than this (on the same holdout); a tie keeps the "
+        "champion.",
+    )
+    threshold_policy: Literal["fixed", "sensitivity"] = Field(
+        "fixed",
+        description="fixed: `threshold`; sensitivity: the highest threshold whose out-of-fold "
+        "sensitivity reaches `target_sensitivity`, chosen per version.",
+    )
     threshold: float = Field(0.5, gt=0, lt=1, description="Decision threshold on P(disease).")
+    target_sensitivity: float = Field(
+        0.9, gt=0, le=1, description="Share of the diseased the sensitivity policy must find."
+    )
+    bootstrap_samples: int = Field(
+        1000, ge=50, description="Resamples of patients for the report's 95 % intervals."
+    )
+    subgroup_age_bands: list[int] = Field(
+        [50, 60], description="Age limits of the report's subgroups: [50, 60] -> <50, 50-59, >=60."
+    )
+    subgroup_min_n: int = Field(
+        30, ge=1, description="A subgroup with fewer patients is reported as too few."
+    )
     leak_threshold: float = Field(
         0.95,
         gt=0.5,

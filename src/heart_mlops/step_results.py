@@ -99,9 +99,11 @@ class Tuned(StepResult):
     label: str  # "tuned" or "untuned": which scored better on fresh CV folds
     params: dict[str, Any]  # the parameters the final model was fitted with
     model_uri: str
-    cv: dict[str, float]  # the chosen parameters' CV scores (cv_<metric>_mean/std)
+    cv: dict[str, float]  # the chosen parameters' CV scores (cv_<metric>_mean/std, calibration)
     selection_metric: str
     trials: int
+    threshold: float  # decision threshold on P(disease), by the threshold policy
+    evidence_uri: str  # JSON: evaluation.clinical_evidence of the chosen model, and candidates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +118,8 @@ class Registered(StepResult):
     label: str
     params: dict[str, Any]
     cv: dict[str, float]
-    holdout: dict[str, float]  # holdout_<metric> of this version
+    holdout: dict[str, float]  # holdout_<metric> of this version, at its threshold
+    threshold: float
     synthetic: bool
     run_key: str
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import optuna
 import pandas as pd
 
-from heart_mlops.evaluation import cv_score
+from heart_mlops.evaluation import LOWER_IS_BETTER, cv_score, oriented
 from heart_mlops.models import Candidate
 from heart_mlops.settings import Settings
 
@@ -55,7 +55,8 @@ def search(
     metric: str,
     on_trial: TrialCallback | None = None,
 ) -> tuple[dict, float]:
-    """Best parameters by mean CV `metric` on the training part. -> (params, best score)
+    """Best parameters by mean CV `metric` on the training part (lowest for a loss).
+    -> (params, best score)
 
     Each trial runs `tuning_cv_repeats` repeats of k-fold CV (one by default: the search only
     ranks trials; the caller re-scores its pick against the untuned model on fresh folds).
@@ -80,7 +81,8 @@ def search(
         return score
 
     study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed)
+        direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
     )
     study.optimize(objective, n_trials=trials)
     log.info(
@@ -94,7 +96,11 @@ def search(
 
 
 def choose(untuned_cv: dict[str, float], tuned_cv: dict[str, float] | None, metric: str) -> str:
-    """ "tuned" if the tuned parameters' mean CV `metric` beats the untuned one's, else
-    "untuned" (also when there was no search: `tuned_cv` None). Ties keep the defaults."""
+    """ "tuned" if the tuned parameters' mean CV `metric` beats the untuned one's (lower for a
+    loss), else "untuned" (also when there was no search: `tuned_cv` None). Ties keep the
+    defaults."""
+    if tuned_cv is None:
+        return "untuned"
     key = f"cv_{metric}_mean"
-    return "tuned" if tuned_cv is not None and tuned_cv[key] > untuned_cv[key] else "untuned"
+    better = oriented(metric, tuned_cv[key]) > oriented(metric, untuned_cv[key])
+    return "tuned" if better else "untuned"

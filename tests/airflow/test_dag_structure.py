@@ -113,7 +113,16 @@ def test_params_for_trigger_with_config(dag):
     assert params["synthetic"] is False
     assert params["data_uri"] is None and params["tuning_trials"] is None
     schema = params.get_param("selection_metric").schema
-    assert set(schema["enum"]) == {None, "roc_auc", "accuracy", "f1", "precision", "recall"}
+    assert set(schema["enum"]) == {
+        None,
+        "log_loss",
+        "brier",
+        "roc_auc",
+        "accuracy",
+        "f1",
+        "precision",
+        "recall",
+    }
     # invalid values are refused before a run starts
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -168,6 +177,7 @@ def test_variables_published_from_the_registered_model(dag):
         params={"C": 2.0},
         cv={"cv_roc_auc_mean": 0.91},
         holdout={"holdout_accuracy": 0.83},
+        threshold=0.5,
         synthetic=False,
         run_key="manual__1",
     )
