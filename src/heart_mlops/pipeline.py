@@ -381,7 +381,7 @@ def _log_and_register(
         registry.log_metrics({**tuned.cv, **holdout_scores})
         registry.log_json(prepared.fingerprint, "data_fingerprint.json")
         registry.log_files(save_plots(model, holdout, settings.threshold, Path(tmp)), "plots")
-        model_uri = registry.log_model(model, holdout)
+        model_uri = registry.log_model(model, holdout, threshold=settings.threshold)
         registry.log_text(card, "model_card.md")
     tags = registry.version_tags(
         pipeline_run=prepared.run_key,
