@@ -20,7 +20,6 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-import skops.io as sio
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
@@ -90,11 +89,15 @@ def _safe_uri(uri: str) -> str:
 
 def serialize(model) -> bytes:
     """A fitted pipeline as skops bytes (not pickle) for the artifact store; see `deserialize`."""
+    import skops.io as sio  # imports scikit-learn: not on the API's start path
+
     return sio.dumps(model)
 
 
 def deserialize(payload: bytes):
     """Load a model this project wrote (its own artifact store), trusting its own types."""
+    import skops.io as sio
+
     return sio.loads(payload, trusted=sio.get_untrusted_types(data=payload))
 
 
