@@ -1,18 +1,23 @@
-"""Serve the same champion two ways, one worker each, and load both with the same client.
+"""Serve the same champion several ways, one worker each, and load all with the same client.
 
-    python benchmarks/bench_api.py --home .bench-home --train random_forest
+    python benchmarks/bench_api.py --home .bench-home --train random_forest --baseline 2cc371c
 
 - this API: `heart-mlops serve --workers 1`
-- MLflow:   `mlflow models serve -m models:/<name>@champion --env-manager local --workers 1`,
-  or with `--baseline GIT_REF` this API as of that commit (`heart-mlops serve` from its source),
-  to compare an old commit with the new one in the same run
+- mlflow:   `mlflow models serve -m models:/<name>@champion --env-manager local --workers 1`
+- baseline (with `--baseline GIT_REF`): this API as of that commit (`heart-mlops serve` from its
+  source), to compare an old commit with the new one in the same run
+- constant: benchmarks/constant_app.py, a FastAPI endpoint that reads the body and answers
+  fixed JSON, served by uvicorn the same way (one worker, access log on): the server's ceiling
+
+Servers start one at a time; each one's cold start is the time from launch to the first 200 of
+its readiness path (/health/ready, mlflow's /ping).
 
 Both listen on loopback ports (18800-18899). One load generator measures each in turn, rounds
 alternating the order: single rows at concurrency 1 and 32, and batches of 1000 rows. The
 generator is `wrk` (Debian package wrk) when installed, else a bounded asyncio client (httpx,
 which shares the CPUs and inflates tail latencies at high concurrency); --client chooses.
 Prints a markdown table with requests/s, rows/s, p50 and p99 latency and the ratio of this API
-to MLflow (same run, same machine). Every measurement is bounded in time and count.
+to each peer (same run, same machine). Every measurement is bounded in time and count.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class Server:
     url: str
     ready_path: str
     process: subprocess.Popen | None = None
+
+    started: float = 0.0  # monotonic time of its launch
+    cold_start: float = 0.0  # seconds from launch to ready
 
     def body(self, rows: list[list[float]]) -> dict:
         if self.name == "mlflow":
@@ -129,10 +137,11 @@ def wait_ready(server: Server) -> None:
             raise SystemExit(f"{server.name} exited during startup (see its log)")
         try:
             if httpx.get(server.url + server.ready_path, timeout=5).status_code == 200:
+                server.cold_start = time.monotonic() - server.started
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.05)
     raise SystemExit(f"{server.name} not ready after {STARTUP_SECONDS}s")
 
 
@@ -238,43 +247,56 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def _stats(runs: list[Measurement]) -> dict:
+    seconds = sum(r.seconds for r in runs)
+    latencies = [x for r in runs for x in r.latencies]
+    if latencies:  # every request's latency: exact percentiles over all rounds
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    else:  # wrk's percentiles per round: their median
+        p50 = statistics.median(r.p50 for r in runs)
+        p99 = statistics.median(r.p99 for r in runs)
+    return {
+        "rps": sum(r.requests for r in runs) / seconds,
+        "rows": sum(r.rows for r in runs) / seconds,
+        "p50": p50 * 1e3,
+        "p99": p99 * 1e3,
+        "failed": sum(r.failures for r in runs),
+    }
+
+
 def table(
-    results: dict[tuple[str, str], list[Measurement]], scenarios: list[Scenario], peer: str
+    results: dict[tuple[str, str], list[Measurement]],
+    scenarios: list[Scenario],
+    peers: list[Server],
 ) -> str:
     lines = [
         "| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    summary = {}
     for scenario in scenarios:
-        for name in ("api", peer):
-            runs = results[(scenario.name, name)]
-            seconds = sum(r.seconds for r in runs)
-            latencies = [x for r in runs for x in r.latencies]
-            if latencies:  # every request's latency: exact percentiles over all rounds
-                p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-            else:  # wrk's percentiles per round: their median
-                p50 = statistics.median(r.p50 for r in runs)
-                p99 = statistics.median(r.p99 for r in runs)
-            stats = {
-                "rps": sum(r.requests for r in runs) / seconds,
-                "rows": sum(r.rows for r in runs) / seconds,
-                "p50": p50 * 1e3,
-                "p99": p99 * 1e3,
-                "failed": sum(r.failures for r in runs),
-            }
-            summary[(scenario.name, name)] = stats
+        summary = {}
+        for name in ("api", *(peer.name for peer in peers)):
+            stats = summary[name] = _stats(results[(scenario.name, name)])
             lines.append(
-                f"| {scenario.name} | {'this API' if name == 'api' else peer} | "
-                f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.1f} | "
-                f"{stats['p99']:.1f} | {stats['failed']} |"
+                f"| {scenario.name} | {'this API' if name == 'api' else name} | "
+                f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.2f} | "
+                f"{stats['p99']:.2f} | {stats['failed']} |"
             )
-        ours, theirs = summary[(scenario.name, "api")], summary[(scenario.name, peer)]
-        ratio = {key: ours[key] / theirs[key] for key in ("rps", "rows", "p50", "p99")}
-        lines.append(
-            f"| {scenario.name} | **ratio API/{peer}** | **{ratio['rps']:.3f}x** | "
-            f"**{ratio['rows']:.3f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |"
-        )
+        for peer in peers:
+            ours, theirs = summary["api"], summary[peer.name]
+            ratio = {key: ours[key] / theirs[key] for key in ("rps", "rows", "p50", "p99")}
+            lines.append(
+                f"| {scenario.name} | **ratio API/{peer.name}** | **{ratio['rps']:.3f}x** | "
+                f"**{ratio['rows']:.3f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |"
+            )
+    return "\n".join(lines)
+
+
+def cold_start_table(api: Server, peers: list[Server]) -> str:
+    lines = ["| server | launch to ready, s | ratio API/server |", "| --- | ---: | ---: |"]
+    for server in (api, *peers):
+        ratio = api.cold_start / server.cold_start
+        lines.append(f"| {server.name} | {server.cold_start:.1f} | {ratio:.3f} |")
     return "\n".join(lines)
 
 
@@ -285,24 +307,32 @@ def git(*arguments: str) -> None:
     subprocess.run(["git", "-C", str(ROOT), *arguments], check=True, capture_output=True)
 
 
-def start_peer(
-    peer: Server, args: argparse.Namespace, settings: Settings, env: dict, logs: Path
-) -> subprocess.Popen:
-    """`mlflow models serve` of the champion, or with --baseline this API as of that commit
-    (the same command, run from a worktree of that commit's source)."""
+def start_peer(peer: Server, args: argparse.Namespace, settings: Settings, env: dict, logs: Path):
+    """Launch `peer` (mlflow, baseline or constant) on its port; record when."""
     bin_dir = Path(sys.executable).parent
-    if args.baseline:
+    if peer.name == "baseline":
         source = logs / "baseline"
         git("worktree", "add", "--detach", str(source), args.baseline)
         command = [sys.executable, "-c", "from heart_mlops.cli import app; app()", *SERVE]
         env = {**env, "PYTHONPATH": str(source / "src")}
+    elif peer.name == "constant":
+        command = [
+            str(bin_dir / "uvicorn"),
+            "constant_app:app",
+            "--app-dir",
+            str(ROOT / "benchmarks"),
+        ]
+        command += ["--host", HOST, "--workers", "1", "--log-level", "info", "--port"]
     else:
         command = [str(bin_dir / "mlflow"), "models", *SERVE[:-1], "--env-manager", "local"]
         command += ["-m", f"models:/{settings.model_name}@champion", "--port"]
-    return start([*command, str(args.mlflow_port)], env, logs / f"{peer.name}.log")
+    peer.started = time.monotonic()
+    peer.process = start(
+        [*command, str(peer.url.rsplit(":", 1)[1])], env, logs / f"{peer.name}.log"
+    )
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--home",
@@ -317,13 +347,17 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
-    parser.add_argument("--api-port", type=int, default=18810)
-    parser.add_argument("--mlflow-port", type=int, default=18811)
-    parser.add_argument("--output", type=Path, help="also write the table here")
+    parser.add_argument("--api-port", type=int, default=18810, help="peers on the next ports")
+    parser.add_argument("--output", type=Path, help="also write the tables here")
     parser.add_argument(
         "--baseline",
         metavar="GIT_REF",
-        help="the peer is this API as of GIT_REF (e.g. HEAD~1) instead of mlflow models serve",
+        help="also serve this API as of GIT_REF (e.g. HEAD~1) as the peer 'baseline'",
+    )
+    parser.add_argument(
+        "--peers",
+        default="mlflow,constant",
+        help="comma-separated peers among mlflow, constant (baseline comes with --baseline)",
     )
     parser.add_argument(
         "--client",
@@ -331,10 +365,43 @@ def main() -> None:
         default="wrk" if shutil.which("wrk") else "httpx",
         help="load generator (default: wrk when installed)",
     )
-    args = parser.parse_args()
-    for port in (args.api_port, args.mlflow_port):
-        if not 18800 <= port <= 18899:
-            raise SystemExit(f"port {port}: use 18800-18899")
+    return parser.parse_args()
+
+
+def run_rounds(
+    servers: list[Server], scenarios: list[Scenario], rows: list, args, logs: Path
+) -> dict[tuple[str, str], list[Measurement]]:
+    """Every scenario on every server, `args.rounds` times, the order reversed every round."""
+    results: dict[tuple[str, str], list[Measurement]] = {
+        (s.name, server.name): [] for s in scenarios for server in servers
+    }
+    for round_number in range(args.rounds):
+        order = servers if round_number % 2 == 0 else servers[::-1]
+        for scenario in scenarios:
+            for server in order:
+                result = (
+                    measure_wrk(server, scenario, rows, args.seconds, logs)
+                    if args.client == "wrk"
+                    else asyncio.run(measure(server, scenario, rows, args.seconds))
+                )
+                results[(scenario.name, server.name)].append(result)
+                print(
+                    f"round {round_number + 1} {scenario.name} {server.name}: "
+                    f"{result.requests / result.seconds:.1f} req/s",
+                    file=sys.stderr,
+                )
+    return results
+
+
+def main() -> None:
+    args = parse_arguments()
+    names = [name for name in args.peers.split(",") if name] + (
+        ["baseline"] if args.baseline else []
+    )
+    if unknown := set(names) - {"mlflow", "constant", "baseline"}:
+        raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    if not 18800 <= args.api_port <= 18899 - len(names):
+        raise SystemExit(f"port {args.api_port}: use 18800-{18899 - len(names)}")
 
     env = {**os.environ}
     if args.home:
@@ -354,12 +421,14 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"  # mlflow runs `uvicorn`
     api = Server("api", f"http://{HOST}:{args.api_port}", "/health/ready")
-    peer_url = f"http://{HOST}:{args.mlflow_port}"
-    peer = (
-        Server("baseline", peer_url, "/health/ready")
-        if args.baseline
-        else Server("mlflow", peer_url, "/ping")
-    )
+    peers = [
+        Server(
+            name,
+            f"http://{HOST}:{args.api_port + 1 + index}",
+            "/ping" if name == "mlflow" else "/health/ready",
+        )
+        for index, name in enumerate(names)
+    ]
     rows = (
         pd.read_csv(ROOT / "data" / "heart.csv")
         .loc[:, list(FEATURES)]
@@ -374,46 +443,37 @@ def main() -> None:
         Scenario("1000-row batch, concurrency 1", 1, 1000),
     ]
     logs = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    servers = [api, *peers]
     try:
-        api.process = start(
-            [str(bin_dir / "heart-mlops"), *SERVE, str(args.api_port)], env, logs / "api.log"
-        )
-        peer.process = start_peer(peer, args, settings, env, logs)
-        wait_ready(api)
-        wait_ready(peer)
+        for server in servers:  # one at a time: each cold start on an otherwise idle machine
+            if server is api:
+                api.started = time.monotonic()
+                api.process = start(
+                    [str(bin_dir / "heart-mlops"), *SERVE, str(args.api_port)],
+                    env,
+                    logs / "api.log",
+                )
+            else:
+                start_peer(server, args, settings, env, logs)
+            wait_ready(server)
         info = httpx.get(api.url + "/model/info", timeout=10).json()
-        results: dict[tuple[str, str], list[Measurement]] = {
-            (s.name, n): [] for s in scenarios for n in ("api", peer.name)
-        }
-        for round_number in range(args.rounds):
-            order = (api, peer) if round_number % 2 == 0 else (peer, api)
-            for scenario in scenarios:
-                for server in order:
-                    result = (
-                        measure_wrk(server, scenario, rows, args.seconds, logs)
-                        if args.client == "wrk"
-                        else asyncio.run(measure(server, scenario, rows, args.seconds))
-                    )
-                    results[(scenario.name, server.name)].append(result)
-                    print(
-                        f"round {round_number + 1} {scenario.name} {server.name}: "
-                        f"{result.requests / result.seconds:.1f} req/s",
-                        file=sys.stderr,
-                    )
+        results = run_rounds(servers, scenarios, rows, args, logs)
     except BaseException:
         print(f"server logs kept in {logs}", file=sys.stderr)
         raise
     finally:
-        stop(api.process)
-        stop(peer.process)
+        for server in servers:
+            stop(server.process)
         if args.baseline:
             git("worktree", "remove", "--force", str(logs / "baseline"))
     report = (
         f"Champion: {settings.model_name} v{info['version']} ({info['model_type']}, "
         f"{info['runtime']} runtime here); {args.rounds} rounds of {args.seconds:g}s per "
         f"measurement, one worker each, {os.cpu_count()} CPUs, load by {args.client}.\n\n"
-        + (f"Peer: this API as of {args.baseline}.\n\n" if args.baseline else "")
-        + table(results, scenarios, peer.name)
+        + (f"Peer 'baseline': this API as of {args.baseline}.\n\n" if args.baseline else "")
+        + table(results, scenarios, peers)
+        + "\n\nCold start (launch to the first 200 of the readiness path):\n\n"
+        + cold_start_table(api, peers)
     )
     print(report)
     if args.output:

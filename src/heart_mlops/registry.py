@@ -21,7 +21,6 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-import skops.io as sio
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
@@ -91,11 +90,15 @@ def _safe_uri(uri: str) -> str:
 
 def serialize(model) -> bytes:
     """A fitted pipeline as skops bytes (not pickle) for the artifact store; see `deserialize`."""
+    import skops.io as sio  # imports scikit-learn: not on the API's start path
+
     return sio.dumps(model)
 
 
 def deserialize(payload: bytes):
     """Load a model this project wrote (its own artifact store), trusting its own types."""
+    import skops.io as sio
+
     return sio.loads(payload, trusted=sio.get_untrusted_types(data=payload))
 
 
@@ -112,10 +115,11 @@ def signature(model, example: pd.DataFrame) -> ModelSignature:
     return ModelSignature(inputs, infer_signature(example, model.predict_proba(example)).outputs)
 
 
-def log_model(model, example: pd.DataFrame, *, name: str = "model") -> str:
+def log_model(model, example: pd.DataFrame, *, name: str = "model", threshold: float = 0.5) -> str:
     """Log the pipeline to the active run as `pyfunc_model.ClinicalModel` (models from code),
     the pipeline its skops artifact: int or float columns in (NaN = missing), values outside
-    the feature table refused, P(no disease), P(disease) out.
+    the feature table refused, P(no disease), P(disease) out. With it, its ONNX form and probe
+    rows when it converts and agrees at `threshold` (`onnx_files`).
 
     -> the logged model's URI
     """
@@ -126,12 +130,68 @@ def log_model(model, example: pd.DataFrame, *, name: str = "model") -> str:
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=MODEL_CODE,
-            artifacts={PIPELINE_ARTIFACT: str(pipeline)},
+            artifacts={PIPELINE_ARTIFACT: str(pipeline), **onnx_files(model, threshold, folder)},
             signature=signature(model, example),
             input_example=example,
             pip_requirements=_requirements(),
         )
     return info.model_uri
+
+
+def onnx_files(model, threshold: float, folder: str | Path) -> dict[str, str]:
+    """The pipeline's ONNX form, its probe rows with their expected P(disease), and what
+    /model/info says of it, written to `folder`: {artifact name: path}, as
+    onnx_model.ARTIFACT_FILES names them. Empty, with a log line saying why, when the pipeline
+    does not convert or its ONNX form disagrees (onnx_export.export): the version is then
+    served by scikit-learn."""
+    from heart_mlops import onnx_model
+
+    try:
+        from heart_mlops.onnx_export import ConversionError, export
+    except ImportError as exc:  # installed without the serve or airflow extra
+        log.warning("not converted to ONNX (%s); scikit-learn will serve this version", exc)
+        return {}
+    try:
+        onnx_bytes, probe = export(model, threshold)
+    except ConversionError as exc:
+        log.warning("not converted to ONNX (%s); scikit-learn will serve this version", exc)
+        return {}
+    contents = {
+        onnx_model.ONNX_ARTIFACT: onnx_bytes,
+        onnx_model.PROBE_ARTIFACT: probe.to_bytes(),
+        onnx_model.INFO_ARTIFACT: onnx_model.describe(model),
+    }
+    paths = {}
+    for artifact, payload in contents.items():
+        path = Path(folder) / onnx_model.ARTIFACT_FILES[artifact]
+        path.write_bytes(payload)
+        paths[artifact] = str(path)
+    return paths
+
+
+def version_files(model_name: str, version: str, names: list[str]) -> dict[str, bytes] | None:
+    """The files `names` (onnx_model.ARTIFACT_FILES keys) logged with a version's model, or None
+    when the version has none of them (logged before they existed, or its conversion failed).
+
+    MlflowException when the registry or the artifact store cannot be read."""
+    from heart_mlops.onnx_model import ARTIFACT_FILES
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name}/{version}/artifacts/{ARTIFACT_FILES[names[0]]}",
+                dst_path=folder,
+            )
+        except (MlflowException, OSError):
+            return None
+        found = {names[0]: Path(local).read_bytes()}
+        for artifact in names[1:]:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name}/{version}/artifacts/{ARTIFACT_FILES[artifact]}",
+                dst_path=folder,
+            )
+            found[artifact] = Path(local).read_bytes()
+    return found
 
 
 def _requirements() -> list[str]:

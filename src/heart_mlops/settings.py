@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     api_poll_seconds: float = Field(30.0, ge=0, description="How often the API checks @champion.")
     api_max_batch: int = Field(1000, ge=1)
     api_max_body_bytes: int = Field(2_000_000, ge=1024)
+    api_onnx_threads: int = Field(
+        1,
+        ge=1,
+        description="ONNX Runtime threads per API worker (intra-op). 1 suits one worker per "
+        "core; more only helps large batches on a machine with idle cores.",
+    )
 
     airflow_port: int = 8080
     mlflow_port: int = 5000

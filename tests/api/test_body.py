@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from heart_mlops.api import schemas
-from heart_mlops.api.body import parse, read_json
+from heart_mlops.api.body import _decoded_rows, parse, parse_rows, read_json
 from heart_mlops.api.errors import ApiError, add_error_handlers, error_responses
 from tests.api.conftest import SEED
 
@@ -182,3 +183,64 @@ def test_error_responses_document_the_error_body():
     assert documented[503]["model"] is schemas.ErrorResponse
     with pytest.raises(KeyError):
         error_responses(500)
+
+
+# --- parse_rows: msgspec straight into the matrix, `parse` for everything it does not accept --
+
+VALID_BODIES = {
+    "features": (FEATURES_BODY.encode(), False),
+    "patient with nulls": (_with(PATIENT_BODY, '"chol": 233', '"chol": null'), False),
+    "missing codes": (_with(FEATURES_BODY, "0, 1]", "4, 0]"), False),
+    "batch of both shapes": (BATCH_BODY.encode(), True),
+    "integers and floats": (_with(FEATURES_BODY, "[63,", "[63.0,"), False),
+}
+INVALID_BODIES = {
+    "boolean": (_with(FEATURES_BODY, "[63, 1,", "[63, true,"), False),
+    "string": (_with(FEATURES_BODY, "[63,", '["63",'), False),
+    "code not allowed": (_with(FEATURES_BODY, "0, 1]", "0, 5]"), False),
+    "out of range": (_with(PATIENT_BODY, '"age": 63', '"age": 630'), False),
+    "beyond float range": (_with(FEATURES_BODY, "150,", "1e999,"), False),
+    "null in features": (_with(FEATURES_BODY, "[63,", "[null,"), False),
+    "12 values": (json.dumps({"features": SEED[:12]}).encode(), False),
+    "unknown field": (_with(PATIENT_BODY, '"sex": 1', '"sex": 1, "weight": 80'), False),
+    "missing field": (_with(PATIENT_BODY, '"sex": 1, ', ""), False),
+    "repeated key": (_with(BATCH_BODY, '"ca": 0', '"ca": 0, "ca": 1'), True),
+    "repeated instances": (_with(BATCH_BODY, "{", '{"instances": [], '), True),
+    "too many rows": (json.dumps({"instances": [{"features": SEED}] * 6}).encode(), True),
+    "empty batch": (b'{"instances": []}', True),
+    "both shapes in one row": (
+        json.dumps({"features": SEED, "patient": json.loads(PATIENT_BODY)["patient"]}).encode(),
+        False,
+    ),
+}
+
+
+def _validated(body: bytes, batch: bool) -> np.ndarray:
+    """The matrix through pydantic alone (the path that names errors)."""
+    if batch:
+        return schemas.feature_matrix(parse(schemas.batch_request(5), body, max_rows=5).instances)
+    return np.array([schemas.feature_row(parse(schemas.PREDICT_REQUEST, body, max_rows=5))])
+
+
+@pytest.mark.parametrize("name", VALID_BODIES)
+def test_valid_bodies_decode_straight_into_the_validated_matrix(name):
+    body, batch = VALID_BODIES[name]
+    fast = _decoded_rows(body, batch, 5)
+    assert fast is not None, "the common forms take the msgspec path"
+    np.testing.assert_array_equal(fast, _validated(body, batch))
+    np.testing.assert_array_equal(parse_rows(body, batch=batch, max_rows=5), fast)
+
+
+@pytest.mark.parametrize("name", INVALID_BODIES)
+def test_invalid_bodies_get_the_same_422_from_parse_rows_as_from_parse(name):
+    body, batch = INVALID_BODIES[name]
+    assert _decoded_rows(body, batch, 5) is None
+    with pytest.raises(ApiError) as expected:
+        _validated(body, batch)
+    with pytest.raises(ApiError) as raised:
+        parse_rows(body, batch=batch, max_rows=5)
+    assert raised.value.status == expected.value.status == 422
+    assert (raised.value.detail, raised.value.errors) == (
+        expected.value.detail,
+        expected.value.errors,
+    )

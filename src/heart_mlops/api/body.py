@@ -1,16 +1,32 @@
 """Request bodies of the prediction routes: read the raw JSON bytes within the limits, then
-parse and validate them in one pass (pydantic-core, schemas.py)."""
+parse and validate them into one float64 matrix.
+
+`parse_rows` decodes a body with msgspec (typed, strict: booleans and strings are not numbers,
+NaN and out-of-range numbers refused) straight into the matrix and checks every value against
+the feature table at once (schemas.allowed_values). A body it does not accept goes through
+`parse` (pydantic-core, schemas.py), which accepts exactly the valid bodies and names each
+problem: both paths give the same matrix for a valid body and the same 422 for an invalid one.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import msgspec
+import numpy as np
 from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 
 from heart_mlops.api import schemas
 from heart_mlops.api.errors import ApiError
+from heart_mlops.data import FEATURES
+
+_ROW = dict[str, list[float] | dict[str, float | None]]  # {"features": [...]} | {"patient": {}}
+_ONE_ROW = msgspec.json.Decoder(_ROW)
+_ROWS = msgspec.json.Decoder(dict[str, list[_ROW]])
+_FEATURE_NAMES = frozenset(FEATURES)
 
 JSON = "application/json"
 
@@ -59,6 +75,52 @@ def parse(adapter: TypeAdapter, body: bytes, *, max_rows: int) -> Any:
     if body.count(b'"') > 2 * schemas.key_count(value):  # costs no parse on the hot path
         _refuse_repeated_key(body)
     return value
+
+
+def parse_rows(body: bytes, *, batch: bool, max_rows: int) -> np.ndarray:
+    """`body` (JSON bytes) of /predict (`batch` False: one row in either shape) or
+    /predict/batch (`{"instances": [1 to max_rows rows]}`) -> float64 matrix (n, 13) in
+    FEATURES order, NaN where missing.
+
+    Raises ApiError 422 as `parse` does."""
+    matrix = _decoded_rows(body, batch, max_rows)
+    if matrix is not None:
+        return matrix
+    if batch:
+        value = parse(schemas.batch_request(max_rows), body, max_rows=max_rows)
+        return schemas.feature_matrix(value.instances)
+    value = parse(schemas.PREDICT_REQUEST, body, max_rows=max_rows)
+    return np.array([schemas.feature_row(value)], dtype=np.float64)
+
+
+def _decoded_rows(body: bytes, batch: bool, max_rows: int) -> np.ndarray | None:
+    """The matrix of a valid body in the common forms, or None for `parse` to decide."""
+    try:
+        decoded = (_ROWS if batch else _ONE_ROW).decode(body)
+    except msgspec.DecodeError:
+        return None
+    if batch:
+        items = decoded.get("instances")
+        if len(decoded) != 1 or items is None or not 1 <= len(items) <= max_rows:
+            return None
+    else:
+        items = [decoded]
+    matrix = np.empty((len(items), len(FEATURES)))
+    keys = 1 if batch else 0  # object keys a body with no repeated key holds
+    for index, item in enumerate(items):
+        values = item.get("features")
+        if len(item) == 1 and isinstance(values, list) and len(values) == len(FEATURES):
+            matrix[index], keys = values, keys + 1
+            continue
+        record = item.get("patient")
+        if len(item) != 1 or not isinstance(record, dict) or record.keys() != _FEATURE_NAMES:
+            return None
+        matrix[index] = [math.nan if (v := record[name]) is None else v for name in FEATURES]
+        keys += 1 + len(FEATURES)
+    # values are numbers or null, so quotes delimit keys only: more means a repeated key
+    if body.count(b'"') != 2 * keys or not schemas.allowed_values(matrix).all():
+        return None
+    return matrix
 
 
 def _with_out_of_range(adapter: TypeAdapter, body: bytes, exc: ValidationError) -> ValidationError:

@@ -69,12 +69,15 @@ def record_serving_champion(serving: bool) -> None:
     SERVING_CHAMPION.set(1 if serving else 0)
 
 
+_PREDICTED = {"1": PREDICTIONS.labels("1"), "0": PREDICTIONS.labels("0")}  # .labels() is costly
+
+
 def record_predictions(positives: int, total: int) -> None:
     """Count `total` predictions, `positives` of them 1 (disease)."""
     if positives:
-        PREDICTIONS.labels("1").inc(positives)
+        _PREDICTED["1"].inc(positives)
     if total - positives:
-        PREDICTIONS.labels("0").inc(total - positives)
+        _PREDICTED["0"].inc(total - positives)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from heart_mlops import registry
 from heart_mlops.api import metrics
-from heart_mlops.api.runtime import Runtime, compile_pipeline
+from heart_mlops.api.runtime import Runtime, load_runtime
 from heart_mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ def redact(message: str) -> str:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _json_safe(value):
-    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
 
 
 @dataclass(frozen=True)
@@ -245,8 +241,7 @@ class ModelHolder:
         with _REGISTRY_LOCK:
             registry.connect(self.settings)
             champion = registry.load_champion(self.settings, version)
-            pipeline = champion.pipeline
-        runtime = compile_pipeline(pipeline)
+            runtime = load_runtime(champion, self.settings.api_onnx_threads)
         info = {
             "model_name": champion.model_name,
             "version": version,
@@ -257,9 +252,7 @@ class ModelHolder:
             "tuning_label": champion.tags.get("tuning_label"),
             "runtime": runtime.kind,
             "threshold": champion.threshold,
-            "parameters": {
-                k: _json_safe(v) for k, v in pipeline[-1].get_params(deep=False).items()
-            },
+            "parameters": runtime.parameters,
             "metrics": champion.metrics,
             "data": champion.data,
         }

@@ -45,12 +45,44 @@ MAX_ERRORS_SHOWN = 20
 LABELS = {0: "no heart disease", 1: "heart disease"}
 
 
+def _feature_table() -> tuple[np.ndarray, ...]:
+    """FEATURE_SPECS as arrays over the 13 columns: low, high, missing code (NaN: none) and the
+    allowed codes (NaN-padded rows; all NaN for a numeric feature)."""
+    width = max(len(spec.codes or ()) for spec in FEATURE_SPECS)
+    codes = np.full((len(FEATURE_SPECS), width), np.nan)
+    low, high = np.full(len(FEATURE_SPECS), -np.inf), np.full(len(FEATURE_SPECS), np.inf)
+    for i, spec in enumerate(FEATURE_SPECS):
+        if spec.codes:
+            codes[i, : len(spec.codes)] = spec.codes
+        else:
+            low[i], high[i] = spec.low, spec.high
+    missing = np.array(
+        [np.nan if s.missing_code is None else s.missing_code for s in FEATURE_SPECS]
+    )
+    has_codes = ~np.isnan(codes).all(axis=1)
+    return low, high, missing, codes, has_codes
+
+
+_LOW, _HIGH, _MISSING_CODE, _CODES, _HAS_CODES = _feature_table()
+
+
+def allowed_values(matrix: np.ndarray) -> np.ndarray:
+    """Which values of `matrix` (n, 13), FEATURES order, the feature table allows: bool (n, 13).
+    A value is allowed when it is its feature's missing code, one of its codes, or a number in
+    its [low, high]; NaN (missing, null in the body) counts as allowed. The one statement of the
+    rule: the pydantic validators and `body.parse_rows` both use it."""
+    in_range = (matrix >= _LOW) & (matrix <= _HIGH)
+    is_code = (matrix[:, :, None] == _CODES).any(axis=2) | ~_HAS_CODES
+    return (in_range & is_code) | (matrix == _MISSING_CODE) | np.isnan(matrix)
+
+
 def _allowed_value(spec: FeatureSpec):
+    column = FEATURES.index(spec.name)
+
     def check(value: float) -> float:
-        if spec.missing_code is not None and value == spec.missing_code:
-            return value
-        allowed = value in spec.codes if spec.codes else spec.low <= value <= spec.high
-        if not allowed:
+        row = np.zeros((1, len(FEATURES)))  # other columns irrelevant: only ours is read
+        row[0, column] = value
+        if math.isnan(value) or not allowed_values(row)[0, column]:
             raise PydanticCustomError(
                 "feature_value",
                 "{value} is not allowed; allowed: {allowed}",
