@@ -18,6 +18,7 @@ from heart_mlops.api import create_app
 from heart_mlops.api.model_holder import _REGISTRY_LOCK
 from heart_mlops.api.runtime import load_runtime
 from heart_mlops.data import FEATURES, MISSING_CODES, load_bytes
+from heart_mlops.errors import ConfigError
 from heart_mlops.evaluation import xy
 from heart_mlops.models import Candidate, load_candidates
 from heart_mlops.onnx_export import ConversionError, export
@@ -71,11 +72,12 @@ def _candidates() -> dict[str, Candidate]:
     found = {}
     for name, c in load_candidates(Settings().model_params_path).items():
         for method in (None, "sigmoid", "isotonic"):
-            if method is None and c.calibration:
+            candidate = Candidate(name, c.estimator, c.params, calibration=method)
+            try:
+                candidate.build(seed=0)
+            except ConfigError:  # no predict_proba without a calibration (SVC)
                 continue
-            found[f"{name}-{method or 'uncalibrated'}"] = Candidate(
-                name, c.estimator, c.params, calibration=method
-            )
+            found[f"{name}-{method or 'uncalibrated'}"] = candidate
     found["extra_trees"] = Candidate("extra_trees", "sklearn.ensemble.ExtraTreesClassifier")
     return found
 
