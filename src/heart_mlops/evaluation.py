@@ -241,10 +241,11 @@ def figures_at(threshold: float) -> Figures:
         both = len(np.unique(y)) == 2
         slope, intercept = calibration_slope_intercept(y, p)
         sensitivity, specificity = sensitivity_specificity(y, p, threshold)
+        x = log_odds(p)
         return {
             "roc_auc": _roc_auc(y, p) if both else float("nan"),
             "brier": float(np.mean((p - y) ** 2)),
-            "log_loss": float(-np.mean(y * log_odds(p) - np.log1p(np.exp(log_odds(p))))),
+            "log_loss": float(-np.mean(y * x - np.log1p(np.exp(x)))),
             "calibration_slope": slope,
             "calibration_intercept": intercept,
             "sensitivity": sensitivity,
