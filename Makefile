@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help setup run train test test-fast test-deps lint format bench env stack-env clean
+.PHONY: help setup run train test test-fast test-compose test-deps lint format bench env stack-env clean
 
 help:
 	@echo "make run    set up, then the local stack (Airflow, MLflow, API) running the DAG once"
 	@echo "make train  set up, then the pipeline in-process, without Airflow"
 	@echo "make test   set up (Debian tools, services, .venv), then run the whole test suite"
 	@echo "make test-fast  the same without the heavy tiers (docs/testing.md)"
+	@echo "make test-compose  set up, then only the Docker Compose stack run for real"
 	@echo "make lint   ruff check and ruff format --check"
 	@echo "make bench  time each pipeline step"
 	@echo "make env    write .env for the Docker stack with fresh random secrets"
@@ -42,6 +43,10 @@ test: test-deps setup
 # for development: everything but the heavy tiers (real Airflow runs, services, outages)
 test-fast: test-deps setup
 	$(BIN)/pytest -m "not heavy"
+
+# docker-compose.yaml run for real on local stand-in images (docs/docker.md); as root
+test-compose: test-deps setup
+	$(BIN)/pytest -m compose_stack
 
 # the same checks run in the test suite (tests/test_code_style.py)
 LINTED := src tests benchmarks airflow scripts

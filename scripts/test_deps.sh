@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the test suite needs from the machine: the Debian packages of tests/debian-packages.txt
-# and the PostgreSQL and Redis servers on 127.0.0.1. As root, installs the missing packages
+# What the test suite needs from the machine: the Debian packages of tests/debian-packages.txt,
+# the PostgreSQL and Redis servers on 127.0.0.1 and the Docker engine (dockerd of the docker.io
+# package, for the Compose stack test). As root, installs the missing packages
 # (apt-get update only then) and starts a server that is down. Otherwise, if anything is
 # missing, one message names it with the commands that fix it, and the exit status is 1.
 set -euo pipefail
@@ -8,6 +9,13 @@ cd "$(dirname "$0")/.."
 
 listening() {  # port: something accepts TCP connections on 127.0.0.1:port
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+running() {  # server: it answers
+  case $1 in
+    docker) timeout 10 docker version >/dev/null 2>&1 ;;
+    *) listening "${PORTS[$1]}" ;;
+  esac
 }
 
 start_server() {  # name: start one of the machine's servers, wait until it listens
@@ -19,15 +27,22 @@ start_server() {  # name: start one of the machine's servers, wait until it list
         fi
       done ;;
     redis) redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null ;;
+    docker) setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null & ;;
   esac
   local deadline=$((SECONDS + 30))
-  until listening "${PORTS[$1]}"; do
-    ((SECONDS < deadline)) || { echo "$1 did not start listening on port ${PORTS[$1]}" >&2; return 1; }
+  until running "$1"; do
+    ((SECONDS < deadline)) || { echo "started $1, but it ${DOWN[$1]} after 30 s" >&2; return 1; }
     sleep 0.5
   done
 }
 
 declare -A PORTS=([postgresql]=5432 [redis]=6379)
+DOCKERD_LOG=/var/log/dockerd.log
+declare -A DOWN=(
+  [postgresql]="is not listening on 127.0.0.1:5432"
+  [redis]="is not listening on 127.0.0.1:6379"
+  [docker]="(dockerd, log in $DOCKERD_LOG) does not answer"
+)
 
 packages=()
 while read -r package command _; do
@@ -36,8 +51,8 @@ while read -r package command _; do
 done < tests/debian-packages.txt
 
 servers=()
-for server in postgresql redis; do
-  listening "${PORTS[$server]}" || servers+=("$server")
+for server in postgresql redis docker; do
+  running "$server" || servers+=("$server")
 done
 
 if [[ $(id -u) != 0 ]] && ((${#packages[@]} + ${#servers[@]})); then
@@ -46,7 +61,7 @@ if [[ $(id -u) != 0 ]] && ((${#packages[@]} + ${#servers[@]})); then
     ((${#packages[@]})) && echo "  Debian packages: ${packages[*]}
     install: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${packages[*]}"
     for server in "${servers[@]}"; do
-      echo "  $server is not listening on 127.0.0.1:${PORTS[$server]}: start it"
+      echo "  $server ${DOWN[$server]}: start it"
     done
     echo "  (as root, 'make test-deps' installs and starts all of it)"
   } >&2

@@ -20,7 +20,7 @@ FAST_PROFILE = {
 }
 
 # The heavy tiers, each a marker (pyproject.toml): `make test-fast` runs what has none of them.
-HEAVY_TIERS = ("airflow", "integration", "outage")
+HEAVY_TIERS = ("airflow", "integration", "outage", "compose_stack")
 _tier_of: dict[str, str] = {}  # test id -> its tier
 _wall_time: dict[str, float] = {}  # test id -> seconds of its setup, call and teardown
 

@@ -31,5 +31,5 @@ exec mlflow server \
     --workers "${MLFLOW_WORKERS:-2}" \
     --serve-artifacts \
     --app-name basic-auth \
-    --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow,mlflow:5000,localhost,localhost:5000,127.0.0.1,127.0.0.1:5000}" \
+    --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow,mlflow:5000,localhost,localhost:*,127.0.0.1,127.0.0.1:*}" \
     "$@"

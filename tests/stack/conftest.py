@@ -1,7 +1,8 @@
 """Fixtures of the Compose stack checks: the repository's files, a generated .env, the tools.
 
-These checks need no Docker engine. Their Debian tools (docker-compose, promtool, psql) are
-listed in tests/debian-packages.txt, which `make test` installs.
+These checks need no Docker engine (test_compose_up.py, which runs the stack, does). Their
+Debian tools (docker-compose, promtool, psql) are listed in tests/debian-packages.txt, which
+`make test` installs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from tests.support import debian_tool
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 PROFILES = ("all", "airflow", "mlflow", "api", "monitoring", "minio")
+# step -> seconds of the Compose stack test (test_compose_up.py), printed after the run
+STEP_TIMES = pytest.StashKey[dict[str, float]]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    times = config.stash.get(STEP_TIMES, {})
+    if times:
+        terminalreporter.write_sep("-", "compose stack test, wall time per step")
+        for step, seconds in times.items():
+            terminalreporter.write_line(f"{seconds:>8.1f} s  {step}")
 
 
 def load_script(name: str):

@@ -234,3 +234,46 @@ def test_make_env_writes_fresh_secrets_and_uid(env_file, tmp_path):
     from cryptography.fernet import Fernet
 
     Fernet(values["AIRFLOW_FERNET_KEY"])  # a valid Fernet key
+
+
+def compose_defaults() -> dict[str, str]:
+    """VARIABLE -> default of each `${VARIABLE:-default}` in docker-compose.yaml."""
+    found = re.findall(r"(?<!\$)\$\{([A-Z0-9_]+):-([^}]*)\}", COMPOSE_FILE.read_text())
+    defaults = dict(found)
+    assert len(defaults) == len(set(found)), "one variable, two defaults"
+    return defaults
+
+
+def test_env_example_holds_the_compose_defaults():
+    example = parse_env_file(ROOT / "env.example")
+    for variable, default in compose_defaults().items():
+        assert example[variable] == default, f"env.example {variable} differs from the default"
+
+
+def test_public_images_are_variables_defaulting_to_official_images(raw_compose):
+    for name, service in raw_compose["services"].items():
+        if "build" in service:
+            continue
+        match = re.fullmatch(r"\$\{([A-Z]+_IMAGE):-([^}]+)\}", service["image"])
+        assert match, f"{name}: image must be ${{<NAME>_IMAGE:-<official image>}}"
+        assert not match.group(2).startswith("heart-mlops"), f"{name}: default is a stand-in"
+
+
+def test_dockerfile_base_images_are_the_compose_build_args(raw_compose):
+    defaults = compose_defaults()
+    for dockerfile in BUILT.values():
+        args = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)$", (ROOT / dockerfile).read_text(), re.M))
+        assert args == {key: defaults[key] for key in ("PYTHON_IMAGE", "UV_IMAGE")}, dockerfile
+    for name, service in raw_compose["services"].items():
+        if "build" in service:
+            assert set(service["build"]["args"]) == {"PYTHON_IMAGE", "UV_IMAGE"}, name
+
+
+def test_training_defaults_are_the_settings_defaults():
+    from heart_mlops.settings import Settings
+
+    training = {k: v for k, v in compose_defaults().items() if k.startswith("HEART_MLOPS_")}
+    assert training, "the Airflow workers' training settings are missing"
+    for variable, default in training.items():
+        field = Settings.model_fields[variable.removeprefix("HEART_MLOPS_").lower()]
+        assert str(field.default) == default, variable

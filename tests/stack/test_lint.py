@@ -8,7 +8,9 @@ from tests.support import tool
 
 from .conftest import ROOT, run
 
-SHELL_SCRIPTS = sorted({*ROOT.glob("docker/**/*.sh"), *ROOT.glob("scripts/**/*.sh")})
+SHELL_SCRIPTS = sorted(
+    {*ROOT.glob("docker/**/*.sh"), *ROOT.glob("scripts/**/*.sh"), *ROOT.glob("tests/**/*.sh")}
+)
 DOCKERFILES = sorted(ROOT.glob("docker/*/Dockerfile"))
 
 
@@ -35,3 +37,9 @@ def test_images_install_from_the_lock(dockerfile):
     assert "uv sync --frozen --no-dev" in text, "install from uv.lock, no resolution at build"
     assert "pip install" not in text and "uv pip" not in text
     assert ":latest" not in text
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_syntax_directive(dockerfile):
+    """`# syntax=` makes BuildKit fetch that frontend image: every offline build fails."""
+    assert "# syntax=" not in dockerfile.read_text().lower()

@@ -106,6 +106,14 @@ class AirflowClient:
         )
         return found["task_instances"]
 
+    def task_tries(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        """Returns every try of one task of the run (try_number, state, hostname, ...) as the
+        API gives them; raises HTTPError or URLError."""
+        found = self._request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
+        )
+        return found["task_instances"]
+
     def variable(self, key: str):
         """Returns the JSON-decoded value of an Airflow Variable; raises HTTPError (404: not
         set) or URLError, and json.JSONDecodeError when the value is not JSON."""
