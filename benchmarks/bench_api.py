@@ -1,6 +1,7 @@
 """Serve the same champion several ways, one worker each, and load all with the same client.
 
     python benchmarks/bench_api.py --home .bench-home --train random_forest --baseline 2cc371c
+    python benchmarks/bench_api.py --home .bench-home --train svm --peers "" --explain
 
 - this API: `heart-mlops serve --workers 1`
 - mlflow:   `mlflow models serve -m models:/<name>@champion --env-manager local --workers 1`
@@ -8,6 +9,9 @@
   source), to compare an old commit with the new one in the same run
 - constant: benchmarks/constant_app.py, a FastAPI endpoint that reads the body and answers
   fixed JSON, served by uvicorn the same way (one worker, access log on): the server's ceiling
+
+With --explain, single rows with `?explain=true` are measured on this API too, and compared with
+its own plain /predict of the same run.
 
 Servers start one at a time; each one's cold start is the time from launch to the first 200 of
 its readiness path (/health/ready, mlflow's /ping).
@@ -55,6 +59,7 @@ class Scenario:
     name: str
     concurrency: int
     rows: int
+    explain: bool = False  # `?explain=true`: this API only, compared with its plain /predict
 
 
 @dataclass
@@ -85,10 +90,11 @@ class Server:
             return {"features": rows[0]}
         return {"instances": [{"features": row} for row in rows]}
 
-    def path(self, rows: int) -> str:
+    def path(self, scenario: Scenario) -> str:
         if self.name == "mlflow":
             return "/invocations"
-        return "/predict" if rows == 1 else "/predict/batch"
+        path = "/predict" if scenario.rows == 1 else "/predict/batch"
+        return path + ("?explain=true" if scenario.explain else "")
 
 
 def train_champion(settings: Settings, candidate: str) -> None:
@@ -149,7 +155,7 @@ async def measure(
     server: Server, scenario: Scenario, rows: list[list[float]], seconds: float
 ) -> Measurement:
     body = server.body(rows[: scenario.rows])
-    path = server.path(scenario.rows)
+    path = server.path(scenario)
     result = Measurement()
     deadline = time.perf_counter() + seconds
     sent = 0
@@ -203,7 +209,7 @@ def measure_wrk(
     """One wrk run (one thread, `concurrency` connections, bounded by `seconds`)."""
     body = workdir / f"{server.name}-{scenario.rows}.json"
     body.write_text(json.dumps(server.body(rows[: scenario.rows])))
-    script = workdir / f"{server.name}-{scenario.rows}.lua"
+    script = workdir / f"{server.name}-{scenario.rows}-{scenario.explain}.lua"
     script.write_text(_WRK_SCRIPT.format(body=body))
     completed = subprocess.run(
         [
@@ -216,7 +222,7 @@ def measure_wrk(
             "60s",
             "-s",
             str(script),
-            server.url + server.path(scenario.rows),
+            server.url + server.path(scenario),
         ],
         capture_output=True,
         text=True,
@@ -273,20 +279,28 @@ def table(
         "| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    plain = {(s.concurrency, s.rows): s.name for s in scenarios if not s.explain}
     for scenario in scenarios:
         summary = {}
-        for name in ("api", *(peer.name for peer in peers)):
+        names = ["api"] if scenario.explain else ["api", *(peer.name for peer in peers)]
+        for name in names:
             stats = summary[name] = _stats(results[(scenario.name, name)])
             lines.append(
                 f"| {scenario.name} | {'this API' if name == 'api' else name} | "
                 f"{stats['rps']:.1f} | {stats['rows']:.0f} | {stats['p50']:.2f} | "
                 f"{stats['p99']:.2f} | {stats['failed']} |"
             )
-        for peer in peers:
-            ours, theirs = summary["api"], summary[peer.name]
+        if scenario.explain:  # against the same API's plain requests of this run
+            comparisons = [
+                ("explain/plain", _stats(results[(plain[(scenario.concurrency, 1)], "api")]))
+            ]
+        else:
+            comparisons = [(f"API/{peer.name}", summary[peer.name]) for peer in peers]
+        for label, theirs in comparisons:
+            ours = summary["api"]
             ratio = {key: ours[key] / theirs[key] for key in ("rps", "rows", "p50", "p99")}
             lines.append(
-                f"| {scenario.name} | **ratio API/{peer.name}** | **{ratio['rps']:.3f}x** | "
+                f"| {scenario.name} | **ratio {label}** | **{ratio['rps']:.3f}x** | "
                 f"**{ratio['rows']:.3f}x** | {ratio['p50']:.3f} | **{ratio['p99']:.3f}** | |"
             )
     return "\n".join(lines)
@@ -360,6 +374,11 @@ def parse_arguments() -> argparse.Namespace:
         help="comma-separated peers among mlflow, constant (baseline comes with --baseline)",
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also single rows with ?explain=true (this API only), beside its plain /predict",
+    )
+    parser.add_argument(
         "--client",
         choices=("wrk", "httpx"),
         default="wrk" if shutil.which("wrk") else "httpx",
@@ -379,6 +398,8 @@ def run_rounds(
         order = servers if round_number % 2 == 0 else servers[::-1]
         for scenario in scenarios:
             for server in order:
+                if scenario.explain and server.name != "api":
+                    continue
                 result = (
                     measure_wrk(server, scenario, rows, args.seconds, logs)
                     if args.client == "wrk"
@@ -391,6 +412,17 @@ def run_rounds(
                     file=sys.stderr,
                 )
     return results
+
+
+SCENARIOS = [
+    Scenario("1 row, concurrency 1", 1, 1),
+    Scenario("1 row, concurrency 32", 32, 1),
+    Scenario("1000-row batch, concurrency 1", 1, 1000),
+]
+EXPLAIN_SCENARIOS = [
+    Scenario("1 row explain=true, concurrency 1", 1, 1, explain=True),
+    Scenario("1 row explain=true, concurrency 32", 32, 1, explain=True),
+]
 
 
 def main() -> None:
@@ -437,11 +469,7 @@ def main() -> None:
         .to_numpy()
         .tolist()
     )
-    scenarios = [
-        Scenario("1 row, concurrency 1", 1, 1),
-        Scenario("1 row, concurrency 32", 32, 1),
-        Scenario("1000-row batch, concurrency 1", 1, 1000),
-    ]
+    scenarios = SCENARIOS + (EXPLAIN_SCENARIOS if args.explain else [])
     logs = Path(tempfile.mkdtemp(prefix="bench-api-"))
     servers = [api, *peers]
     try:
@@ -457,6 +485,8 @@ def main() -> None:
                 start_peer(server, args, settings, env, logs)
             wait_ready(server)
         info = httpx.get(api.url + "/model/info", timeout=10).json()
+        if args.explain:  # the explainer is built at its first request: not in the rounds
+            httpx.post(api.url + "/predict?explain=true", json={"features": rows[0]}, timeout=120)
         results = run_rounds(servers, scenarios, rows, args, logs)
     except BaseException:
         print(f"server logs kept in {logs}", file=sys.stderr)

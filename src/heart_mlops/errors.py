@@ -19,3 +19,7 @@ class RegistryError(HeartMlopsError):
 
 class StorageError(HeartMlopsError):
     """An object in the artifact store is missing or the store cannot be reached."""
+
+
+class ExplanationError(HeartMlopsError):
+    """No explanation can be given for a model; the message says why."""

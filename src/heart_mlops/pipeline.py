@@ -445,7 +445,12 @@ def _log_and_register(
         registry.log_metrics({**tuned.cv, **holdout_scores})
         registry.log_json(prepared.fingerprint, "data_fingerprint.json")
         registry.log_files(save_plots(model, holdout, threshold, Path(tmp)), "plots")
-        model_uri = registry.log_model(model, holdout, threshold=threshold)
+        model_uri = registry.log_model(
+            model,
+            holdout,
+            threshold=threshold,
+            reference=storage.read_frame(prepared.train_uri),
+        )
     oof = evidence["out_of_fold"]
     tags = registry.version_tags(
         pipeline_run=prepared.run_key,

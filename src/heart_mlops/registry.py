@@ -28,7 +28,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from heart_mlops import __version__
-from heart_mlops.data import FEATURES
+from heart_mlops.data import FEATURES, LABEL
 from heart_mlops.errors import RegistryError
 from heart_mlops.settings import Settings
 
@@ -41,6 +41,10 @@ PROMOTION_METRIC = "holdout_roc_auc"
 # what MLflow runs to load a logged model, and the name of its pipeline artifact
 MODEL_CODE = Path(__file__).with_name("pyfunc_model_code.py")
 PIPELINE_ARTIFACT = "pipeline"
+# the training rows a version was fitted on (13 features and the label, CSV): the reference of
+# its explanations and of drift checks
+REFERENCE_ARTIFACT = "reference_data"
+REFERENCE_FILE = "reference.csv"
 
 
 def connect(settings: Settings) -> None:
@@ -115,11 +119,19 @@ def signature(model, example: pd.DataFrame) -> ModelSignature:
     return ModelSignature(inputs, infer_signature(example, model.predict_proba(example)).outputs)
 
 
-def log_model(model, example: pd.DataFrame, *, name: str = "model", threshold: float = 0.5) -> str:
+def log_model(
+    model,
+    example: pd.DataFrame,
+    *,
+    name: str = "model",
+    threshold: float = 0.5,
+    reference: pd.DataFrame | None = None,
+) -> str:
     """Log the pipeline to the active run as `pyfunc_model.ClinicalModel` (models from code),
     the pipeline its skops artifact: int or float columns in (NaN = missing), values outside
     the feature table refused, P(no disease), P(disease) out. With it, its ONNX form and probe
-    rows when it converts and agrees at `threshold` (`onnx_files`).
+    rows when it converts and agrees at `threshold` (`onnx_files`), and `reference`, the
+    training rows it was fitted on (the 13 FEATURES and LABEL), as REFERENCE_ARTIFACT.
 
     -> the logged model's URI
     """
@@ -127,10 +139,14 @@ def log_model(model, example: pd.DataFrame, *, name: str = "model", threshold: f
     with tempfile.TemporaryDirectory() as folder:
         pipeline = Path(folder) / "pipeline.skops"
         pipeline.write_bytes(serialize(model))
+        artifacts = {PIPELINE_ARTIFACT: str(pipeline), **onnx_files(model, threshold, folder)}
+        if reference is not None:
+            artifacts[REFERENCE_ARTIFACT] = str(Path(folder) / REFERENCE_FILE)
+            reference.loc[:, [*FEATURES, LABEL]].to_csv(artifacts[REFERENCE_ARTIFACT], index=False)
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=MODEL_CODE,
-            artifacts={PIPELINE_ARTIFACT: str(pipeline), **onnx_files(model, threshold, folder)},
+            artifacts=artifacts,
             signature=signature(model, example),
             input_example=example,
             pip_requirements=_requirements(),
@@ -170,16 +186,18 @@ def onnx_files(model, threshold: float, folder: str | Path) -> dict[str, str]:
 
 
 def version_files(model_name: str, version: str, names: list[str]) -> dict[str, bytes] | None:
-    """The files `names` (onnx_model.ARTIFACT_FILES keys) logged with a version's model, or None
-    when the version has none of them (logged before they existed, or its conversion failed).
+    """The files `names` (onnx_model.ARTIFACT_FILES keys, or REFERENCE_ARTIFACT) logged with a
+    version's model, or None when the version lacks the first of them (logged before they
+    existed, or its conversion failed).
 
     MlflowException when the registry or the artifact store cannot be read."""
     from heart_mlops.onnx_model import ARTIFACT_FILES
 
+    files = {**ARTIFACT_FILES, REFERENCE_ARTIFACT: REFERENCE_FILE}
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{version}/artifacts/{ARTIFACT_FILES[names[0]]}",
+                artifact_uri=f"models:/{model_name}/{version}/artifacts/{files[names[0]]}",
                 dst_path=folder,
             )
         except (MlflowException, OSError):
@@ -187,7 +205,7 @@ def version_files(model_name: str, version: str, names: list[str]) -> dict[str, 
         found = {names[0]: Path(local).read_bytes()}
         for artifact in names[1:]:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{version}/artifacts/{ARTIFACT_FILES[artifact]}",
+                artifact_uri=f"models:/{model_name}/{version}/artifacts/{files[artifact]}",
                 dst_path=folder,
             )
             found[artifact] = Path(local).read_bytes()

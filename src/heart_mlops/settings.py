@@ -99,6 +99,20 @@ class Settings(BaseSettings):
     api_poll_seconds: float = Field(30.0, ge=0, description="How often the API checks @champion.")
     api_max_batch: int = Field(1000, ge=1)
     api_max_body_bytes: int = Field(2_000_000, ge=1024)
+    api_explain_max_rows: int = Field(
+        20, ge=1, description="Rows of a batch that `explain=true` may ask to explain."
+    )
+    api_explain_background_rows: int = Field(
+        50,
+        ge=1,
+        description="Training rows the model-agnostic explanation compares against.",
+    )
+    api_explain_permutations: int = Field(
+        10,
+        ge=1,
+        description="Antithetic permutations of the model-agnostic explanation (its budget: "
+        "27 model evaluations over the background rows each).",
+    )
     api_onnx_threads: int = Field(
         1,
         ge=1,

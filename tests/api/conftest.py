@@ -5,12 +5,18 @@ from __future__ import annotations
 import threading
 import time
 
+import mlflow
+import pandas as pd
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from heart_mlops import registry
 from heart_mlops.api import create_app
+from heart_mlops.api.model_holder import _REGISTRY_LOCK
+from heart_mlops.settings import Settings
+from tests.conftest import fast_settings
 from tests.support import free_port
 
 TOKEN = "test-reload-token"
@@ -63,3 +69,25 @@ def live_url(api_settings):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def own_store(tmp_path_factory) -> Settings:
+    settings = fast_settings(tmp_path_factory.mktemp("runtime-home"))
+    registry.configure(settings)
+    return settings
+
+
+def register_champion(
+    settings: Settings, pipeline, name: str, heart_rows, reference: pd.DataFrame | None = None
+) -> Settings:
+    """`pipeline` logged (with its training rows `reference`, if given), registered as the only
+    version of model `name`, and @champion."""
+    settings = settings.model_copy(update={"model_name": name, "api_poll_seconds": 0.0})
+    with _REGISTRY_LOCK:
+        registry.configure(settings)
+        with mlflow.start_run(run_name=name):
+            uri = registry.log_model(pipeline, heart_rows.assign(target=0), reference=reference)
+        version = registry.register(uri, name, {"threshold": 0.5})
+        registry.promote(name, version, "test")
+    return settings

@@ -24,8 +24,7 @@ from heart_mlops.models import Candidate, load_candidates
 from heart_mlops.onnx_export import ConversionError, export
 from heart_mlops.onnx_model import OnnxModel, probe_rows
 from heart_mlops.settings import Settings
-from tests.api.conftest import wait_until_ready
-from tests.conftest import fast_settings
+from tests.api.conftest import register_champion, wait_until_ready
 
 pytestmark = pytest.mark.timeout(300)
 HEART_CSV = "data/heart.csv"
@@ -133,25 +132,6 @@ def test_an_unconvertible_pipeline_is_refused_by_export(training):
         export(_unconvertible(training), threshold=0.5)
 
 
-@pytest.fixture(scope="module")
-def own_store(tmp_path_factory) -> Settings:
-    settings = fast_settings(tmp_path_factory.mktemp("runtime-home"))
-    registry.configure(settings)
-    return settings
-
-
-def _champion(settings: Settings, pipeline, name: str, heart_rows) -> Settings:
-    """`pipeline` logged, registered as the only version of model `name`, and @champion."""
-    settings = settings.model_copy(update={"model_name": name, "api_poll_seconds": 0.0})
-    with _REGISTRY_LOCK:
-        registry.configure(settings)
-        with mlflow.start_run(run_name=name):
-            uri = registry.log_model(pipeline, heart_rows.assign(target=0))
-        version = registry.register(uri, name, {"threshold": 0.5})
-        registry.promote(name, version, "test")
-    return settings
-
-
 def _served(settings: Settings, rows: np.ndarray) -> tuple[dict, np.ndarray]:
     """(/model/info, P(disease) of /predict/batch) of an app serving `settings`' champion."""
     with TestClient(create_app(settings)) as client:
@@ -168,7 +148,7 @@ def test_a_version_that_does_not_convert_is_served_by_sklearn(
 ):
     pipeline = _unconvertible(training)
     with caplog.at_level(logging.WARNING):
-        settings = _champion(own_store, pipeline, "unconvertible", heart_rows)
+        settings = register_champion(own_store, pipeline, "unconvertible", heart_rows)
     assert "not converted to ONNX" in caplog.text
     files = registry.version_files("unconvertible", "1", [onnx_model.ONNX_ARTIFACT])
     assert files is None
@@ -187,7 +167,7 @@ def test_a_version_logged_without_onnx_form_is_converted_at_load(
     pipeline = CANDIDATES["svm-sigmoid"].build(seed=0).fit(*training)
     with monkeypatch.context() as patch:  # as versions logged before ONNX forms existed
         patch.setattr(registry, "onnx_files", lambda *args: {})
-        settings = _champion(own_store, pipeline, "before-onnx", heart_rows)
+        settings = register_champion(own_store, pipeline, "before-onnx", heart_rows)
     assert registry.version_files("before-onnx", "1", [onnx_model.ONNX_ARTIFACT]) is None
     rows = heart_rows.to_numpy()[:1000]
     info, served = _served(settings, rows)
@@ -200,7 +180,7 @@ def test_a_stored_onnx_form_that_disagrees_is_not_served(
     own_store, training, heart_rows, monkeypatch, caplog
 ):
     pipeline = CANDIDATES["logistic_regression-uncalibrated"].build(seed=0).fit(*training)
-    settings = _champion(own_store, pipeline, "disagreeing", heart_rows)
+    settings = register_champion(own_store, pipeline, "disagreeing", heart_rows)
     stored = registry.version_files
 
     def tampered(name: str, version: str, names: list[str]) -> dict[str, bytes]:
@@ -213,7 +193,7 @@ def test_a_stored_onnx_form_that_disagrees_is_not_served(
 
     with _REGISTRY_LOCK:
         registry.connect(settings)
-        champion = registry.load_champion(settings)
+        champion = registry.loadregister_champion(settings)
         assert load_runtime(champion).kind == "onnx"
         monkeypatch.setattr(registry, "version_files", tampered)
         with caplog.at_level(logging.WARNING):

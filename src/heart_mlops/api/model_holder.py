@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
 import re
 import threading
@@ -22,7 +23,9 @@ from dataclasses import dataclass, field, replace
 
 from heart_mlops import registry
 from heart_mlops.api import metrics
+from heart_mlops.api.explain import ExplainerSlot
 from heart_mlops.api.runtime import Runtime, load_runtime
+from heart_mlops.errors import ExplanationError
 from heart_mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class LoadedModel:
     info: dict
     loaded_at: str
     created: int | None = None  # the version's creation time in the registry (ms)
+    explainer: ExplainerSlot | None = None  # `explain=true`; built at its first use
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,36 @@ class ModelHolder:
             {**info, "loaded_at": loaded_at},
             loaded_at,
             created,
+            ExplainerSlot(lambda: self._explainer(champion, runtime)),
+        )
+
+    def _explainer(self, champion: registry.Champion, runtime: Runtime):
+        """The Explainer of a loaded version: its pipeline and its training rows from the
+        registry. ExplanationError when the version was registered without training rows;
+        what the registry raises when it cannot be read."""
+        from heart_mlops.explanations import Explainer, reference_rows
+
+        with _REGISTRY_LOCK:
+            registry.connect(self.settings)
+            files = registry.version_files(
+                champion.model_name, champion.version, [registry.REFERENCE_ARTIFACT]
+            )
+            pipeline = champion.pipeline
+        if files is None:
+            raise ExplanationError(
+                f"version {champion.version} was registered without its training rows "
+                "(before explanations existed); a version registered now has them"
+            )
+        import pandas as pd
+
+        settings = self.settings
+        return Explainer(
+            pipeline,
+            reference_rows(pd.read_csv(io.BytesIO(files[registry.REFERENCE_ARTIFACT]))),
+            background_rows=settings.api_explain_background_rows,
+            permutations=settings.api_explain_permutations,
+            seed=settings.seed,
+            served=runtime,
         )
 
     async def poll_forever(self) -> None:

@@ -344,8 +344,36 @@ def summary(errors: list[dict]) -> str:
 # --- responses --------------------------------------------------------------------------------
 
 
+class Contribution(BaseModel):
+    """One raw feature's share of an explained prediction, in the explanation's `units`."""
+
+    feature: str = Field(description="the feature's name (data.FEATURES)")
+    value: float = Field(description="the value the model used: the imputed one when missing")
+    missing: bool = Field(description="the value was missing (or a missing code) and imputed")
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """Why this prediction: `base_value` plus every contribution equals the explained model's
+    output in `units` (log-odds of P(disease), or P(disease)), and that output is the served
+    probability within the runtime parity tolerance."""
+
+    method: Literal["linear", "tree_shap", "permutation_shap"] = Field(
+        description="linear: exact, against the training mean; tree_shap: exact "
+        "path-dependent TreeSHAP; permutation_shap: Shapley values estimated within a "
+        "budget against training rows (see `detail`)"
+    )
+    units: Literal["log_odds", "probability"]
+    base_value: float = Field(description="the output with no feature known, in `units`")
+    detail: str = Field(description="the method, its reference and its budget, in words")
+    contributions: list[Contribution] = Field(
+        description="the 13 features, largest |contribution| first"
+    )
+
+
 class Prediction(BaseModel):
-    """The answer for one patient: P(heart disease) and the decision at the model's threshold."""
+    """The answer for one patient: P(heart disease) and the decision at the model's threshold;
+    with `explain=true`, why."""
 
     prediction: Literal[0, 1] = Field(
         description="1 = heart disease present (probability >= threshold), 0 = absent"
@@ -354,6 +382,12 @@ class Prediction(BaseModel):
     threshold: float = Field(description="decision threshold of this model version")
     model_version: str
     label: str = Field(description="the prediction in words")
+    explanation: Explanation | None = Field(
+        None, description="with `explain=true`: why; null when none can be given"
+    )
+    explanation_unavailable: str | None = Field(
+        None, description="with `explain=true` and a null explanation: the reason"
+    )
 
 
 class BatchPrediction(BaseModel):

@@ -8,6 +8,8 @@ the request).
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
@@ -16,7 +18,7 @@ from fastapi.responses import Response
 from heart_mlops.api import metrics, schemas
 from heart_mlops.api.body import JSON, parse_rows, read_json
 from heart_mlops.api.deps import loaded_model
-from heart_mlops.api.errors import error_responses
+from heart_mlops.api.errors import ApiError, error_responses
 from heart_mlops.api.model_holder import LoadedModel
 
 SHAPE_EXAMPLES = {
@@ -37,10 +39,24 @@ BATCH_EXAMPLES = {
 }
 
 
+# documented here, read by `_explain_requested` (no per-request parameter machinery)
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "Add each row's explanation: a base value and the 13 features' "
+    "contributions (`explanation`, or null with `explanation_unavailable` saying why).",
+}
+
+
 def _json_body(schema_name: str, examples: dict) -> dict:
-    """OpenAPI of a JSON body read by `read_json` (the route declares no body parameter)."""
+    """OpenAPI of a JSON body read by `read_json` and of `explain` (the route declares neither)."""
     content = {"schema": {"$ref": f"#/components/schemas/{schema_name}"}, "examples": examples}
-    return {"requestBody": {"required": True, "content": {JSON: content}}}
+    return {
+        "requestBody": {"required": True, "content": {JSON: content}},
+        "parameters": [EXPLAIN_PARAMETER],
+    }
 
 
 def _answer(model: LoadedModel, probabilities: np.ndarray) -> list[dict]:
@@ -59,39 +75,78 @@ def _answer(model: LoadedModel, probabilities: np.ndarray) -> list[dict]:
     ]
 
 
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _explain_requested(request: Request) -> bool:
+    """The `explain` query parameter (true/false, 1/0, yes/no, on/off; absent: false).
+
+    Raises ApiError 422 for another value."""
+    if not request.scope["query_string"]:  # the hot path: no query, nothing parsed
+        return False
+    value = request.query_params.get("explain")
+    if value is None or value.lower() in _FALSE:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    message = "is not a boolean"
+    error = {"field": "explain", "value": value, "message": message, "allowed": "true, false"}
+    raise ApiError(422, f"explain: {value!r} {message}; allowed: true, false", [error])
+
+
+async def _explained(model: LoadedModel, rows: np.ndarray, results: list[dict]) -> list[dict]:
+    """`results` (one Prediction body per row) with each row's explanation added."""
+    p = np.array([result["probability"] for result in results])
+    explanations = await asyncio.to_thread(model.explainer.explain, rows, p)
+    return [result | extra for result, extra in zip(results, explanations, strict=True)]
+
+
 async def predict(request: Request) -> Response:
     """
     \f
     One patient, `{"features": [13 numbers]}` or `{"patient": {name: number | null}}`, ->
     a Prediction: `prediction` 0/1, `probability` P(disease) in [0, 1], `threshold`,
-    `model_version`, `label`.
+    `model_version`, `label`; with `explain=true`, its Explanation too.
 
-    Raises ApiError 415, 413 (read_json), 422 (parse), 503 (no model loaded).
+    Raises ApiError 415, 413 (read_json), 422 (parse; `explain` not a boolean), 503 (no model
+    loaded).
     """
     holder = request.app.state.holder  # one lookup in app.state: its settings are the app's
     settings = holder.settings
+    explain = _explain_requested(request)
     body = await read_json(request, settings.api_max_body_bytes)
     row = parse_rows(body, batch=False, max_rows=settings.api_max_batch)
     model = loaded_model(holder)
-    (result,) = _answer(model, model.runtime(row))
-    return Response(orjson.dumps(result), media_type=JSON)
+    results = _answer(model, model.runtime(row))
+    if explain:
+        results = await _explained(model, row, results)
+    return Response(orjson.dumps(results[0]), media_type=JSON)
 
 
 async def predict_batch(request: Request) -> Response:
     """
     \f
     `{"instances": [1 to api_max_batch rows, each in either shape]}` -> `{"predictions":
-    [Prediction per row, in order], "model_version", "count"}`.
+    [Prediction per row, in order], "model_version", "count"}`; with `explain=true` (at most
+    api_explain_max_rows rows), each Prediction with its Explanation.
 
-    Raises ApiError 415, 413 (read_json), 422 (parse: any invalid row rejects the batch),
-    503 (no model loaded).
+    Raises ApiError 415, 413 (read_json), 422 (parse: any invalid row rejects the batch;
+    `explain` not a boolean, or more rows than explanations allow), 503 (no model loaded).
     """
     holder = request.app.state.holder
     settings, max_rows = holder.settings, holder.settings.api_max_batch
+    explain = _explain_requested(request)
     body = await read_json(request, settings.api_max_body_bytes)
     rows = parse_rows(body, batch=True, max_rows=max_rows)
+    if explain and len(rows) > settings.api_explain_max_rows:
+        limit = settings.api_explain_max_rows
+        message = f"explain=true explains at most {limit} rows per batch; {len(rows)} sent"
+        error = {"field": "instances", "value": len(rows), "message": message}
+        raise ApiError(422, message, [error | {"allowed": f"1 to {limit} rows"}])
     model = loaded_model(holder)
     results = _answer(model, model.runtime(rows))
+    if explain:
+        results = await _explained(model, rows, results)
     answer = {"predictions": results, "model_version": model.version, "count": len(results)}
     return Response(orjson.dumps(answer), media_type=JSON)
 
