@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 
 class ExplainerSlot:
     """The Explainer of one loaded version: `build` is called at the first `explain`, under a
-    lock. A model no method explains is remembered (ExplanationError); a failure to load what
-    the explainer needs (the registry down) is tried again at the next request."""
+    lock, then `built` (the holder freezes the heap again: shap's modules and the explainer
+    would otherwise be walked by every full garbage collection, a pause on the hot path). A
+    model no method explains is remembered (ExplanationError); a failure to load what the
+    explainer needs (the registry down) is tried again at the next request."""
 
-    def __init__(self, build: Callable[[], Explainer]):
-        self._build = build
+    def __init__(self, build: Callable[[], Explainer], built: Callable[[], None] = lambda: None):
+        self._build, self._built = build, built
         self._lock = threading.Lock()
         self._explainer: Explainer | None = None
         self._unavailable: str | None = None
@@ -43,6 +45,7 @@ class ExplainerSlot:
                     self._explainer = self._build()
                 except ExplanationError as exc:
                     self._unavailable = str(exc)
+                self._built()
         if self._unavailable is not None:
             raise ExplanationError(self._unavailable)
         return self._explainer

@@ -268,7 +268,7 @@ class ModelHolder:
             {**info, "loaded_at": loaded_at},
             loaded_at,
             created,
-            ExplainerSlot(lambda: self._explainer(champion, runtime)),
+            ExplainerSlot(lambda: self._explainer(champion, runtime), settle_heap),
         )
 
     def _explainer(self, champion: registry.Champion, runtime: Runtime):
