@@ -4,6 +4,8 @@
 # package, for the Compose stack test). As root, installs the missing packages
 # (apt-get update only then) and starts a server that is down. Otherwise, if anything is
 # missing, one message names it with the commands that fix it, and the exit status is 1.
+# Then, as any user, the npm packages of the browser tests (tests/browser/package-lock.json:
+# axe-core) into tests/browser/node_modules, only when that lock file changed since.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,3 +80,11 @@ for server in "${servers[@]}"; do
   echo "starting $server"
   start_server "$server"
 done
+
+BROWSER=tests/browser
+if [[ -f $BROWSER/package-lock.json ]] \
+  && ! cmp -s "$BROWSER/package-lock.json" "$BROWSER/node_modules/.installed-lock.json"; then
+  echo "installing the npm packages of the browser tests ($BROWSER/package-lock.json)"
+  (cd "$BROWSER" && npm ci --loglevel=error --no-audit --no-fund --ignore-scripts >/dev/null)
+  cp "$BROWSER/package-lock.json" "$BROWSER/node_modules/.installed-lock.json"
+fi

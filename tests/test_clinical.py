@@ -3,6 +3,8 @@ report, on synthetic cases whose answers are known."""
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +24,7 @@ from heart_mlops.evaluation import (
     threshold_for_sensitivity,
     xy,
 )
+from heart_mlops.model_card import INTENDED_USE, LIMITATIONS
 from heart_mlops.report import SECTIONS, TRIPOD_AI, render
 from tests.support import fitted_candidate, heart_split
 
@@ -173,3 +176,9 @@ def test_the_report_renders_every_section_and_the_checklist_names_them(document)
     assert "synthetic" not in page.lower()
     warned = render(document | {"synthetic": True})
     assert "Trained on synthetic data" in warned
+
+
+def test_the_report_states_the_model_cards_intended_use_and_limitations(document):
+    page = render(document)  # the same text as the clinician page's (GET /features)
+    for text in (INTENDED_USE, *LIMITATIONS):
+        assert html.escape(text) in page

@@ -13,6 +13,8 @@ from heart_mlops.data import (
     FEATURES,
     LABEL,
     SCHEMA,
+    SPEC_BY_NAME,
+    UCI_RECODE,
     checked_features,
     load_bytes,
     load_for_prediction,
@@ -424,3 +426,21 @@ def test_json_rows_as_pandas_writes_them_and_rows_that_differ():
 def test_a_header_naming_a_column_twice_is_refused():
     raw = HEART_CSV.read_bytes().replace(b",target\n", b",age\n", 1)
     assert_message(_refusal("training", raw), ["names column(s) age more than once"])
+
+
+# What UCI's codes mean (the UCI data set's documentation), by UCI code: data/README.md
+UCI_MEANINGS = {
+    "cp": {1: "typical angina", 2: "atypical angina", 3: "non-anginal pain", 4: "asymptomatic"},
+    "restecg": {0: "normal", 1: "ST-T wave abnormality", 2: "left ventricular hypertrophy"},
+    "slope": {1: "upsloping", 2: "flat", 3: "downsloping"},
+    "thal": {3: "normal", 6: "fixed defect", 7: "reversible defect"},
+}
+
+
+def test_code_labels_are_the_uci_meanings_carried_over_by_the_recoding():
+    for name, meanings in UCI_MEANINGS.items():
+        labels = dict(SPEC_BY_NAME[name].labelled_codes)
+        assert {UCI_RECODE[name][uci]: meaning for uci, meaning in meanings.items()} == labels
+    assert dict(SPEC_BY_NAME["sex"].labelled_codes) == {0: "female", 1: "male"}
+    assert all(spec.code_labels for spec in FEATURE_SPECS if spec.categorical)
+    assert "3 = typical angina" in SPEC_BY_NAME["cp"].meaning

@@ -90,3 +90,28 @@ def test_the_suites_list_names_each_command_once():
     ]
     assert all(len(fields) == 2 for fields in lines), lines
     assert len(debian_packages()) == len(lines) >= 1
+
+
+def test_browser_npm_packages_installed_only_when_their_lock_changed(tree):
+    npm = tree / "bin" / "npm"  # stands in for npm: records its calls, makes node_modules
+    npm.write_text(f'#!/bin/sh\nmkdir -p node_modules\necho "$*" >> {tree}/npm-calls\n')
+    npm.chmod(0o755)
+    browser = tree / "tests" / "browser"
+    browser.mkdir(mode=0o777)
+    browser.chmod(0o777)
+    lock = browser / "package-lock.json"
+    lock.write_text('{"lockfileVersion": 3}\n')
+
+    def npm_calls() -> list[str]:
+        calls = tree / "npm-calls"
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    first, _ = run_script(tree, "bash bash\n")
+    assert first.returncode == 0, first.stderr
+    assert npm_calls() == ["ci --loglevel=error --no-audit --no-fund --ignore-scripts"]
+    again, _ = run_script(tree, "bash bash\n")
+    assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
+    assert len(npm_calls()) == 1  # the same lock: nothing to do
+    lock.write_text('{"lockfileVersion": 3, "changed": true}\n')
+    changed, _ = run_script(tree, "bash bash\n")
+    assert changed.returncode == 0 and len(npm_calls()) == 2, changed.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from heart_mlops.evaluation import pooled
+from heart_mlops.model_card import INTENDED_USE, LIMITATIONS
 
 FIGURES = {  # figure -> (label, ideal)
     "roc_auc": ("ROC-AUC", "1"),
@@ -144,12 +145,7 @@ def _table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> s
 
 
 def _intended_use(document: dict) -> str:
-    return (
-        "<p>Decision support for research and teaching: estimates the probability of heart "
-        "disease (angiographic narrowing over 50 % in a major vessel) from 13 clinical "
-        "features of an adult patient referred for evaluation. For clinicians, alongside "
-        "their own judgement; not a medical device, not for diagnosis without a clinician.</p>"
-    )
+    return f"<p>{_e(INTENDED_USE)}</p>"
 
 
 def _data(fingerprint: dict) -> str:
@@ -333,15 +329,7 @@ def _threshold(threshold: dict, evidence: dict, holdout: dict) -> str:
     )
 
 
-_LIMITATIONS = """<ul>
-<li>Developed on about 300 patients of one hospital (Cleveland Clinic, 1981-1988), referred
-for angiography: other populations, hospitals and eras may differ, calibration especially;
-the intervals above describe this sample only.</li>
-<li>Women are about a third of the patients: their figures rest on few rows.</li>
-<li>Features other hospitals often lack (ca, thal, slope, chol) are imputed, which lowers
-accuracy for such records.</li>
-<li>No external validation is reported here.</li>
-</ul>"""
+_LIMITATIONS = "<ul>\n" + "".join(f"<li>{_e(item)}</li>\n" for item in LIMITATIONS) + "</ul>"
 
 
 def _checklist() -> str:

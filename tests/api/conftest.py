@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import mlflow
 import pandas as pd
@@ -46,12 +48,13 @@ def client(api_settings):
         yield test_client
 
 
-@pytest.fixture(scope="module")
-def live_url(api_settings):
-    """The API served by uvicorn on a loopback port, in a thread of this process."""
+@contextlib.contextmanager
+def serving(settings, *, ready: bool = True) -> Iterator[str]:
+    """The API of `settings` served by uvicorn on a loopback port, in a thread of this process:
+    its base URL, once a model is loaded (`ready`) or at once."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(api_settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -61,14 +64,22 @@ def live_url(api_settings):
     assert server.started, "uvicorn did not start"
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
+        if ready:
+            import httpx
 
-        with httpx.Client(base_url=url, timeout=30) as http:
-            wait_until_ready(http)
+            with httpx.Client(base_url=url, timeout=30) as http:
+                wait_until_ready(http)
         yield url
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_url(api_settings):
+    """The API served by uvicorn on a loopback port, in a thread of this process."""
+    with serving(api_settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

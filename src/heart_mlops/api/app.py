@@ -2,7 +2,8 @@
 
 `create_app` only assembles: settings and the model holder on `app.state` (deps.py reads them
 there), the lifespan that polls the champion, the metrics middleware, the error handlers
-(errors.py), one router per resource (routes/) and the OpenAPI document.
+(errors.py), one router per resource (routes/), the clinician page's files and the OpenAPI
+document.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from heart_mlops import __version__
 from heart_mlops.api import metrics, schemas
 from heart_mlops.api.errors import add_error_handlers
 from heart_mlops.api.model_holder import ModelHolder, settle_heap
-from heart_mlops.api.routes import model, predict, service
+from heart_mlops.api.routes import model, predict, service, ui
 from heart_mlops.settings import Settings
 
 
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.build_router(settings.api_max_batch))
     app.include_router(service.router)
     app.include_router(model.router)
+    app.include_router(ui.router)
+    ui.mount_static(app)
     request_schemas = {
         "PredictRequest": schemas.PREDICT_REQUEST,
         "BatchRequest": schemas.batch_request(settings.api_max_batch),

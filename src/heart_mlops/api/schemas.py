@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from heart_mlops.data import FEATURE_SPECS, FEATURES, SPEC_BY_NAME, FeatureSpec
+from heart_mlops.model_card import INTENDED_USE, LIMITATIONS
 
 SEED_EXAMPLE = [63, 1, 3, 145, 233, 1, 0, 150, 0, 2.3, 0, 0, 1]
 FEATURES_EXAMPLE = {"features": SEED_EXAMPLE}
@@ -472,6 +473,65 @@ class ModelInfo(BaseModel):
     metrics: dict[str, dict[str, float]]
     data: dict[str, str | None]
     loaded_at: str
+
+
+class FeatureCode(BaseModel):
+    """One allowed code of a coded feature and what it means."""
+
+    code: int
+    label: str
+
+
+class FeatureInfo(BaseModel):
+    """One of the 13 features as a form asks for it (data.FEATURE_SPECS): `name` as the API's
+    bodies name it, its clinical `title` and `unit`; a numeric feature has `low` to `high`, a
+    coded one its `codes`. `missing_code` is heart.csv's code for "not recorded" (null says the
+    same in the `patient` shape)."""
+
+    name: str
+    title: str
+    unit: str | None
+    note: str | None = Field(description="how to read a value, when title and unit do not say")
+    low: float | None
+    high: float | None
+    codes: list[FeatureCode] | None
+    missing_code: float | None
+    categorical: bool = Field(description="one-hot encoded by the model (codes are categories)")
+    allowed: str = Field(description="the values accepted, as 422 answers quote them")
+    description: str
+
+
+class FeatureTable(BaseModel):
+    """The inputs the model takes, in the order of the `features` list, and the terms of its
+    use (model_card.py: the text of every version's report)."""
+
+    features: list[FeatureInfo]
+    intended_use: str
+    limitations: list[str]
+
+
+def feature_table() -> dict:
+    """The FeatureTable of data.FEATURE_SPECS and the model card, as a plain dict."""
+    return {
+        "features": [
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "unit": spec.unit,
+                "note": spec.note,
+                "low": spec.low,
+                "high": spec.high,
+                "codes": [{"code": c, "label": label} for c, label in spec.labelled_codes] or None,
+                "missing_code": spec.missing_code,
+                "categorical": spec.categorical,
+                "allowed": spec.allowed,
+                "description": spec.meaning,
+            }
+            for spec in FEATURE_SPECS
+        ],
+        "intended_use": INTENDED_USE,
+        "limitations": list(LIMITATIONS),
+    }
 
 
 class ReloadResult(BaseModel):

@@ -18,7 +18,7 @@ async def root(settings: SettingsDep) -> dict:
     """
     \f
     The service's name and version, the served model's registered name and the paths of the
-    docs, OpenAPI document, health and metrics.
+    docs, OpenAPI document, health, metrics, feature table and clinician page.
     """
     return {
         "name": "heart-mlops API",
@@ -28,6 +28,8 @@ async def root(settings: SettingsDep) -> dict:
         "openapi": "/openapi.json",
         "health": "/health",
         "metrics": "/metrics",
+        "features": "/features",
+        "ui": "/ui",
     }
 
 
