@@ -303,7 +303,7 @@
     const base = explanation.units === "probability"
       ? percent(explanation.base_value) : number(explanation.base_value, 2) + " log-odds";
     $("explanation-method").textContent = "Method: " + explanation.method + "; starting point " +
-      "(the model's average): " + base + ". " + (explanation.detail || "");
+      "(the training patients as reference): " + base + ". " + (explanation.detail || "");
   }
 
   function showMissing(patient, explanation) {
