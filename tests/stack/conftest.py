@@ -21,6 +21,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 PROFILES = ("all", "airflow", "mlflow", "api", "monitoring", "minio")
 # step -> seconds of the Compose stack test (test_compose_up.py), printed after the run
 STEP_TIMES = pytest.StashKey[dict[str, float]]()
+RUN_SUMMARY = pytest.StashKey[list[str]]()  # what the stack's DAG run and API did
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -29,6 +30,11 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_sep("-", "compose stack test, wall time per step")
         for step, seconds in times.items():
             terminalreporter.write_line(f"{seconds:>8.1f} s  {step}")
+    summary = config.stash.get(RUN_SUMMARY, [])
+    if summary:
+        terminalreporter.write_sep("-", "compose stack test, what ran")
+        for line in summary:
+            terminalreporter.write_line(line)
 
 
 def load_script(name: str):

@@ -36,7 +36,7 @@ from tests.integration.test_celery_dag import VARIABLES
 from tests.support import debian_tool, free_port
 
 from . import standins
-from .conftest import COMPOSE_FILE, ROOT, STEP_TIMES, load_script, parse_env_file
+from .conftest import COMPOSE_FILE, ROOT, RUN_SUMMARY, STEP_TIMES, load_script, parse_env_file
 
 pytestmark = [pytest.mark.compose_stack, pytest.mark.timeout(1800)]
 
@@ -303,8 +303,22 @@ def kill_a_busy_worker(compose: Compose, client: AirflowClient, run_id: str) -> 
     raise Failure(f"no task of the DAG run ran within {RUN_TIMEOUT} s")
 
 
+def summary(seen: dict) -> list[str]:
+    """What the DAG run did, in lines for the end of the test run: the killed worker and the
+    task it ran, that task's tries, and which worker ran each task."""
+    task_id, killed = seen["killed"]
+    lines = [f"DAG run {seen['run_id']}: {seen['state']}; killed worker {killed} under {task_id}"]
+    lines += [
+        f"  {task_id} try {t.get('try_number')}: {t.get('state')} on {t.get('hostname')}"
+        for t in seen["tries"]
+    ]
+    lines += [f"  {task}: {ti['state']} on {ti['hostname']}" for task, ti in seen["tasks"].items()]
+    lines.append(f"  worker restarts: {seen['workers']}")
+    return lines
+
+
 @pytest.fixture(scope="module")
-def pipeline_run(stack):
+def pipeline_run(stack, request):
     """The DAG run, a worker killed under one of its tasks. -> dict of what the test saw"""
     client = airflow(stack)
 
@@ -330,7 +344,9 @@ def pipeline_run(stack):
             },
         }
 
-    return stack.timed("DAG run", run)
+    seen = stack.timed("DAG run", run)
+    request.config.stash[RUN_SUMMARY] = summary(seen)
+    return seen
 
 
 def test_the_dag_run_survives_a_killed_worker(pipeline_run):
@@ -371,7 +387,7 @@ def test_champion_artifacts_and_variables(stack, pipeline_run):
     stack.timed("checks", check)
 
 
-def test_the_api_serves_the_champion(stack, pipeline_run):
+def test_the_api_serves_the_champion(stack, pipeline_run, request):
     def check():
         token = stack.values["HEART_MLOPS_API_TOKEN"]
         address = url(stack, "API_HOST_PORT", "/model/reload")
@@ -382,6 +398,11 @@ def test_the_api_serves_the_champion(stack, pipeline_run):
         assert str(reloaded["model_version"]) == champion["model_version"]["version"]
         status, answer = predict(stack)
         assert status == 200 and 0 <= answer["probability"] <= 1, (status, answer)
+        request.config.stash.setdefault(RUN_SUMMARY, []).append(
+            f"API container: reloaded version {reloaded['model_version']} (MLflow @champion "
+            f"{champion['model_version']['version']}); seed patient P(disease) "
+            f"{answer['probability']:.4f}, {answer['label']}"
+        )
 
     stack.timed("checks", check)
 
