@@ -21,6 +21,7 @@ running() {  # server: it answers
 }
 
 start_server() {  # name: start one of the machine's servers, wait until it listens
+  local daemon=""
   case $1 in
     postgresql)
       pg_lsclusters --no-header | while read -r version cluster _ status _; do
@@ -29,17 +30,22 @@ start_server() {  # name: start one of the machine's servers, wait until it list
         fi
       done ;;
     redis) redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null ;;
-    docker) setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null & ;;
+    docker) setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null & daemon=$! ;;
   esac
   local deadline=$((SECONDS + 30))
   until running "$1"; do
+    if [[ -n $daemon ]] && ! kill -0 "$daemon" 2>/dev/null; then
+      echo "dockerd exited at start; the end of its log ($DOCKERD_LOG):" >&2
+      tail -n 5 "$DOCKERD_LOG" >&2
+      return 1
+    fi
     ((SECONDS < deadline)) || { echo "started $1, but it ${DOWN[$1]} after 30 s" >&2; return 1; }
     sleep 0.5
   done
 }
 
 declare -A PORTS=([postgresql]=5432 [redis]=6379)
-DOCKERD_LOG=/var/log/dockerd.log
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 declare -A DOWN=(
   [postgresql]="is not listening on 127.0.0.1:5432"
   [redis]="is not listening on 127.0.0.1:6379"

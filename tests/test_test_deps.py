@@ -80,6 +80,24 @@ def test_as_root_with_nothing_missing_asks_no_package_index(tree):
     assert apt_calls(tree) == []
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting servers needs root")
+def test_a_docker_engine_that_cannot_start_is_named_with_its_log(tree, monkeypatch):
+    bin_dir = tree / "bin"
+    for name, script in {
+        "docker": "exit 1",  # no engine answers
+        "dockerd": 'echo "failed to start daemon: no storage driver"; exit 1',
+    }.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / name).chmod(0o755)
+    log = tree / "dockerd.log"
+    monkeypatch.setenv("DOCKERD_LOG", str(log))
+    result, seconds = run_script(tree, "bash  bash\n")
+    assert result.returncode == 1 and seconds < 20, result.stderr
+    assert f"dockerd exited at start; the end of its log ({log}):" in result.stderr
+    assert "failed to start daemon: no storage driver" in result.stderr
+    assert apt_calls(tree) == []
+
+
 def test_the_suites_list_names_each_command_once():
     from tests.support import debian_packages
 

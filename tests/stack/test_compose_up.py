@@ -87,9 +87,10 @@ class Compose:
     env_file: Path
     values: dict[str, str]
     times: dict[str, float] = field(default_factory=dict)
+    project: str = PROJECT
 
     def __call__(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        command = [debian_tool("docker-compose"), "--project-name", PROJECT]
+        command = [debian_tool("docker-compose"), "--project-name", self.project]
         command += ["--project-directory", str(ROOT), "--file", str(COMPOSE_FILE)]
         command += ["--env-file", str(self.env_file), "--profile", "all", *args]
         # nothing of the caller's environment reaches the compose file's variables
@@ -117,7 +118,7 @@ class Compose:
 
     def containers(self, service: str | None = None) -> list[dict]:
         """`docker inspect` of the project's containers (of one service)."""
-        filters = ["--filter", f"label=com.docker.compose.project={PROJECT}"]
+        filters = ["--filter", f"label=com.docker.compose.project={self.project}"]
         if service:
             filters += ["--filter", f"label=com.docker.compose.service={service}"]
         ids = self.docker_run("ps", "--all", "--quiet", *filters).split()
@@ -163,7 +164,7 @@ class Compose:
     def remove(self) -> None:
         """Everything of the project: containers, network, volumes, built images."""
         self("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
-        images = [f"{image}:{IMAGE_TAG}" for image in BUILT.values()]
+        images = [f"{image}:{self.values['IMAGE_TAG']}" for image in BUILT.values()]
         subprocess.run([self.docker, "image", "rm", *images], capture_output=True, timeout=120)
 
     def timed(self, step: str, action, *args, **kwargs):
@@ -453,3 +454,19 @@ def test_down_then_up_keeps_the_data(stack, pipeline_run):
     ready = url(stack, "API_HOST_PORT", "/health/ready")
     wait(lambda: http("GET", ready)[0] == 200, 120, "the API to load the champion")
     assert predict(stack)[0] == 200
+
+
+def test_an_image_that_does_not_build_is_named_and_only_its_project_removed(stack, tmp_path):
+    """The project's Python base replaced by the bare Debian stand-in (no Python): building
+    the API image stops with one message naming the image; removing that project leaves the
+    other one (the stack) and the stand-in images as they were."""
+    env_file = tmp_path / "refused.env"
+    values = {**stack.values, "PYTHON_IMAGE": standins.BASE_IMAGE, "IMAGE_TAG": "refused"}
+    write_env(env_file, values)
+    refused = Compose(stack.docker, env_file, values, project=f"{PROJECT}-refused")
+    with pytest.raises(Failure, match=r"^building heart-mlops-api:refused failed:\n"):
+        refused.check("build", "api", what="building heart-mlops-api:refused")
+    refused.remove()
+    assert refused.containers() == []
+    assert stack.unhealthy() == [] and len(stack.containers()) > len(BUILT)
+    assert standins.image_exists(stack.docker, standins.BASE_IMAGE)
