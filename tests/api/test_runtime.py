@@ -193,7 +193,7 @@ def test_a_stored_onnx_form_that_disagrees_is_not_served(
 
     with _REGISTRY_LOCK:
         registry.connect(settings)
-        champion = registry.loadregister_champion(settings)
+        champion = registry.load_champion(settings)
         assert load_runtime(champion).kind == "onnx"
         monkeypatch.setattr(registry, "version_files", tampered)
         with caplog.at_level(logging.WARNING):
