@@ -375,6 +375,10 @@ class Prediction(BaseModel):
     """The answer for one patient: P(heart disease) and the decision at the model's threshold;
     with `explain=true`, why."""
 
+    request_id: str = Field(
+        description="this row's id, made by the server: the key of its prediction-log record "
+        "and what POST /feedback names"
+    )
     prediction: Literal[0, 1] = Field(
         description="1 = heart disease present (probability >= threshold), 0 = absent"
     )

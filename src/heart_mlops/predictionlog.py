@@ -1,0 +1,293 @@
+"""The prediction log: its tables, its migrations, idempotent writes, outcomes and export.
+
+The log holds patient data. No HTTP route reads it; whoever can reach its database can
+(`heart-mlops log export`). One record per answered row and model role, keyed by
+(`request_id`, `role`): the API's workers write them from their spools (api/spool.py) with
+`insert_records`, which ignores a key already written, so replaying a spool writes nothing
+twice. Outcomes (POST /feedback) live in a table of their own, joined on `request_id`.
+
+The schema is created and upgraded by Alembic (`migrate`, under a lock: one process migrates,
+the others wait and find it done). Times are stored in UTC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import functools
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from heart_mlops.data import FEATURES
+from heart_mlops.errors import HeartMlopsError
+
+ROLES = ("champion", "challenger")
+USED_SUFFIX = "_used"  # a feature's value as the model used it (missing codes as null)
+MIGRATIONS = Path(__file__).with_name("predictionlog_migrations")
+VERSION_TABLE = "prediction_log_alembic_version"
+_MIGRATION_LOCK_KEY = zlib.crc32(b"heart-mlops prediction log migrations")
+
+metadata = sa.MetaData()
+PREDICTIONS = sa.Table(
+    "prediction_log",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("correlation_id", sa.String(128)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    *(sa.Column(name, sa.Float) for name in FEATURES),
+    *(sa.Column(name + USED_SUFFIX, sa.Float) for name in FEATURES),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("prediction", sa.SmallInteger, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("worker", sa.String(128), nullable=False),
+    sa.Column("latency_ms", sa.Float),
+)
+OUTCOMES = sa.Table(
+    "prediction_outcome",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("outcome", sa.SmallInteger, nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class OutcomeConflict(HeartMlopsError):
+    """An outcome is already recorded for this request id (send `replace` to overwrite)."""
+
+
+def create_log_engine(url: str) -> sa.Engine:
+    """An Engine on the log's database (`url`: a SQLAlchemy URL). Connections are checked
+    before use (a restarted server is found again) and a PostgreSQL connect gives up after 3 s,
+    so an outage costs a writer seconds, not minutes."""
+    options: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": 3}
+    elif url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 30}
+    return sa.create_engine(url, **options)
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection holding the migration lock: PostgreSQL's advisory lock, or for SQLite an
+    exclusive lock on a file next to the database (its processes share a host)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.execute(
+                    sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY}
+                )
+                connection.commit()
+            return
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield connection
+            return
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield connection
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the log's schema to the newest revision (Alembic, predictionlog_migrations/), under
+    a lock: concurrent callers wait, then find nothing to do. Raises what SQLAlchemy raises when
+    the database cannot be reached."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with _migration_lock(engine) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        connection.commit()
+
+
+def _insert(engine: sa.Engine, table: sa.Table):
+    """INSERT into `table` that skips a row whose key exists (both dialects)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def insert_records(engine: sa.Engine, records: list[dict]) -> int:
+    """Write prediction records (dicts of PREDICTIONS' columns) in one transaction; a record
+    whose (request_id, role) is already there is skipped. -> the number of records sent."""
+    if records:
+        with engine.begin() as connection:
+            connection.execute(_insert(engine, PREDICTIONS), records)
+    return len(records)
+
+
+_VALUE_COLUMNS = (*FEATURES, *(name + USED_SUFFIX for name in FEATURES))
+
+
+@functools.cache
+def _as_used():
+    """The model's input rule (features.ClinicalInput): missing codes become NaN."""
+    from heart_mlops.features import ClinicalInput
+
+    return ClinicalInput().transform
+
+
+def records_of_entry(entry: dict) -> list[dict]:
+    """A spool entry (one answered request: see api/spool.py) -> one record per row."""
+    received = np.array(entry["x"], dtype=float)
+    used = _as_used()(received)
+    at = dt.datetime.fromtimestamp(entry["t"], dt.UTC)
+    common = {
+        "role": entry["role"],
+        "correlation_id": entry.get("cid"),
+        "received_at": at,
+        "threshold": entry["thr"],
+        "model_name": entry["name"],
+        "model_version": entry["v"],
+        "worker": entry["w"],
+        "latency_ms": entry.get("ms"),
+    }
+    values = np.hstack([received, used]).tolist()
+    return [
+        common
+        | dict(zip(_VALUE_COLUMNS, [None if v != v else v for v in row], strict=True))
+        | {"request_id": request_id, "probability": p, "prediction": y}
+        for request_id, row, p, y in zip(entry["ids"], values, entry["p"], entry["y"], strict=True)
+    ]
+
+
+def prediction_exists(engine: sa.Engine, request_id: str) -> bool:
+    """Whether the log holds a record of `request_id` (any role)."""
+    query = sa.select(PREDICTIONS.c.request_id).where(PREDICTIONS.c.request_id == request_id)
+    with engine.connect() as connection:
+        return connection.execute(query.limit(1)).first() is not None
+
+
+def record_outcome(
+    engine: sa.Engine,
+    request_id: str,
+    outcome: int,
+    observed_at: dt.datetime,
+    *,
+    replace: bool = False,
+) -> bool:
+    """Record the confirmed diagnosis `outcome` (0/1) of `request_id`, observed at
+    `observed_at` (aware, or naive UTC). -> True when it replaced an earlier outcome.
+
+    Raises OutcomeConflict when one is recorded and not `replace`."""
+    now = dt.datetime.now(dt.UTC)
+    row = {"request_id": request_id, "outcome": outcome, "observed_at": observed_at}
+    with engine.begin() as connection:
+        inserted = connection.execute(_insert(engine, OUTCOMES), [row | {"recorded_at": now}])
+        if inserted.rowcount == 1:
+            return False
+        if not replace:
+            raise OutcomeConflict(
+                f'request_id {request_id!r} already has an outcome; send "replace": true '
+                "to overwrite it"
+            )
+        connection.execute(
+            OUTCOMES.update()
+            .where(OUTCOMES.c.request_id == request_id)
+            .values(outcome=outcome, observed_at=observed_at, recorded_at=now)
+        )
+        return True
+
+
+EXPORT_COLUMNS = (
+    "request_id",
+    "role",
+    "correlation_id",
+    "received_at",
+    *FEATURES,
+    *(name + USED_SUFFIX for name in FEATURES),
+    "probability",
+    "prediction",
+    "threshold",
+    "model_name",
+    "model_version",
+    "worker",
+    "latency_ms",
+    "outcome",
+    "observed_at",
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which records to read: received in [since, until) (aware or naive UTC; None = open),
+    of one role (None = both)."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    role: str | None = None
+
+
+def read_log(engine: sa.Engine, window: Window = Window()):
+    """The log joined with outcomes: a DataFrame with EXPORT_COLUMNS, one row per record,
+    ordered by received_at then request_id and role; times as aware UTC timestamps, outcome
+    null where none was fed back."""
+    import pandas as pd
+
+    columns = [PREDICTIONS.c[name] for name in EXPORT_COLUMNS[:-2]]
+    query = sa.select(*columns, OUTCOMES.c.outcome, OUTCOMES.c.observed_at).select_from(
+        PREDICTIONS.outerjoin(OUTCOMES, OUTCOMES.c.request_id == PREDICTIONS.c.request_id)
+    )
+    if window.since is not None:
+        query = query.where(PREDICTIONS.c.received_at >= _utc(window.since))
+    if window.until is not None:
+        query = query.where(PREDICTIONS.c.received_at < _utc(window.until))
+    if window.role is not None:
+        query = query.where(PREDICTIONS.c.role == window.role)
+    query = query.order_by(PREDICTIONS.c.received_at, PREDICTIONS.c.request_id, PREDICTIONS.c.role)
+    with engine.connect() as connection:
+        frame = pd.DataFrame(connection.execute(query).fetchall(), columns=list(EXPORT_COLUMNS))
+    for name in ("received_at", "observed_at"):
+        frame[name] = pd.to_datetime(frame[name], utc=True)
+    frame["outcome"] = frame["outcome"].astype("Int64")
+    return frame
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """`moment` as aware UTC (naive = UTC)."""
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def parse_time(value: str) -> dt.datetime:
+    """An ISO 8601 time (date, or date and time, `Z` or an offset; no zone = UTC) -> aware
+    UTC datetime. Raises ValueError naming the value."""
+    try:
+        return _utc(dt.datetime.fromisoformat(value.strip()))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-01-31T14:05:00Z)") from None
+
+
+def export(engine: sa.Engine, output: Path, window: Window = Window()) -> int:
+    """Write `read_log(window)` to `output`: Parquet for .parquet, else CSV (times in ISO 8601
+    with their UTC offset). -> rows written. Raises HeartMlopsError for another suffix."""
+    frame = read_log(engine, window)
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(output, index=False)
+    elif suffix == ".csv":
+        for name in ("received_at", "observed_at"):
+            frame[name] = frame[name].map(lambda t: None if t is None or t != t else t.isoformat())
+        frame.to_csv(output, index=False)
+    else:
+        raise HeartMlopsError(f"{output}: write .parquet or .csv, not '{suffix or 'no suffix'}'")
+    return len(frame)
