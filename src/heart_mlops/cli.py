@@ -441,6 +441,29 @@ def _require_free_port(host: str, port: int) -> None:
             ) from None
 
 
+def _migrate_prediction_log(settings: Settings) -> None:
+    """The prediction log's schema brought up to date once, before the workers start. A
+    database that cannot be reached is no reason not to serve: the workers' writers migrate
+    (under a lock) when it answers, and spool meanwhile."""
+    if not settings.prediction_log_enabled:
+        return
+    from heart_mlops import predictionlog
+    from heart_mlops.api.model_holder import redact
+
+    engine = predictionlog.create_log_engine(settings.prediction_log_url)
+    try:
+        predictionlog.migrate(engine)
+    except Exception as exc:
+        console.print(
+            "[yellow]warning:[/] the prediction log's database cannot be reached; predictions "
+            f"are spooled until it can: {escape(redact(str(exc)))}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    finally:
+        engine.dispose()
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -466,6 +489,7 @@ def serve(
         _require_free_port(settings.api_host, settings.api_port)
         if settings.api_workers > 1:  # metrics of all workers, summed at /metrics
             prepare_multiprocess_dir(settings.home_dir / "prometheus")
+        _migrate_prediction_log(settings)
         # each worker builds its app from the same environment (and .env)
         uvicorn.run(
             "heart_mlops.api.app:create_app",
