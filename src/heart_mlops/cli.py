@@ -426,6 +426,143 @@ def up(
         raise _fail(exc) from None
 
 
+def _post_feedback(url: str, token: str, row: dict) -> tuple[int, str]:
+    """POST one outcome to `url`/feedback -> (HTTP status, 0 when unreachable; what it says)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/feedback",
+        data=json.dumps(row).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read()).get("status", "")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read()).get("detail", exc.reason)
+        except ValueError:
+            return exc.code, str(exc.reason)
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, f"cannot reach {url}: {getattr(exc, 'reason', exc)}"
+
+
+def _feedback_rows(file: Path) -> list[dict]:
+    """The rows of a feedback CSV: request_id, outcome (0/1), optional observed_at and replace.
+    DataError naming a missing column or a file that is not CSV."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable CSV: {exc}") from None
+    missing = [c for c in ("request_id", "outcome") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{file}: no column {', '.join(missing)}; columns: request_id, outcome, "
+            "observed_at (optional), replace (optional)"
+        )
+    rows = []
+    for record in frame.to_dict("records"):
+        outcome = record["outcome"].strip()
+        row = {"request_id": record["request_id"].strip()}
+        row["outcome"] = int(outcome) if outcome in ("0", "1") else outcome
+        if record.get("observed_at", "").strip():
+            row["observed_at"] = record["observed_at"].strip()
+        if record.get("replace", "").strip().lower() in ("true", "1", "yes"):
+            row["replace"] = True
+        rows.append(row)
+    return rows
+
+
+@app.command()
+def feedback(
+    file: Annotated[
+        Path, typer.Argument(help="CSV: request_id, outcome (0/1), observed_at?, replace?")
+    ],
+    url: Annotated[
+        str | None, typer.Option(help="The API (default: http://HEART_MLOPS_API_HOST:PORT).")
+    ] = None,
+):
+    """Send confirmed outcomes to the API's POST /feedback (token: HEART_MLOPS_API_TOKEN), one
+    per row, and report each row's answer. Exit 1 when any row was not recorded."""
+    settings = _settings()
+    try:
+        _read_file(file)
+        rows = _feedback_rows(file)
+        token = settings.api_token.get_secret_value() if settings.api_token else ""
+        if not token:
+            raise HeartMlopsError("set HEART_MLOPS_API_TOKEN: POST /feedback needs the token")
+    except Exception as exc:
+        raise _fail(exc) from None
+    url = url or f"http://{settings.api_host}:{settings.api_port}"
+    table = Table(title=f"feedback to {url}")
+    for column in ("row", "request_id", "status", "result"):
+        table.add_column(column)
+    failed = 0
+    for number, row in enumerate(rows, start=2):  # line numbers of the CSV (header: 1)
+        status, said = _post_feedback(url, token, row)
+        failed += status not in (200, 201, 202)
+        table.add_row(str(number), escape(row["request_id"]), str(status or "-"), escape(said))
+    Console().print(table)
+    console.print(f"{len(rows) - failed} of {len(rows)} outcomes recorded")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+log_app = typer.Typer(no_args_is_help=True, help="Read the prediction log (patient data).")
+app.add_typer(log_app, name="log")
+
+
+def _log_engine(settings: Settings):
+    from heart_mlops import predictionlog
+
+    return predictionlog.create_log_engine(settings.prediction_log_url)
+
+
+def _window(since: str | None, until: str | None, role: str | None):
+    """The export window of the options; HeartMlopsError naming a bad one."""
+    from heart_mlops import predictionlog
+
+    if role is not None and role not in predictionlog.ROLES:
+        raise HeartMlopsError(f"--role {role!r}: allowed {', '.join(predictionlog.ROLES)}")
+    try:
+        return predictionlog.Window(
+            since=predictionlog.parse_time(since) if since else None,
+            until=predictionlog.parse_time(until) if until else None,
+            role=role,
+        )
+    except ValueError as exc:
+        raise HeartMlopsError(f"--since/--until: {exc}") from None
+
+
+@log_app.command("export")
+def log_export(
+    output: Annotated[Path, typer.Argument(help="OUT.parquet or OUT.csv")],
+    since: Annotated[
+        str | None, typer.Option(help="Received at or after (ISO 8601; no zone: UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (ISO 8601).")] = None,
+    role: Annotated[str | None, typer.Option(help="champion or challenger (default both).")] = None,
+):
+    """Write the prediction log joined with the outcomes fed back: one row per record (request
+    id and role), the 13 features as received and as used, P(disease), decision, threshold,
+    model, outcome. Times ISO 8601 in UTC."""
+    from heart_mlops import predictionlog
+
+    settings = _settings()
+    try:
+        window = _window(since, until, role)
+        if not output.parent.is_dir():
+            raise HeartMlopsError(f"{output}: no such folder {output.parent}")
+        count = predictionlog.export(_log_engine(settings), output, window)
+    except Exception as exc:
+        raise _fail(exc) from None
+    console.print(f"wrote {count} records to {output}")
+
+
 def _require_free_port(host: str, port: int) -> None:
     """HeartMlopsError naming the address when nothing can listen there (a port in use, an
     address of no interface): checked before uvicorn, which would exit with status 3."""

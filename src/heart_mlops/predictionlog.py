@@ -240,7 +240,7 @@ class Window:
 def read_log(engine: sa.Engine, window: Window = Window()):
     """The log joined with outcomes: a DataFrame with EXPORT_COLUMNS, one row per record,
     ordered by received_at then request_id and role; times as aware UTC timestamps, outcome
-    null where none was fed back."""
+    null where none was fed back. Raises HeartMlopsError when the database has no log."""
     import pandas as pd
 
     columns = [PREDICTIONS.c[name] for name in EXPORT_COLUMNS[:-2]]
@@ -254,6 +254,9 @@ def read_log(engine: sa.Engine, window: Window = Window()):
     if window.role is not None:
         query = query.where(PREDICTIONS.c.role == window.role)
     query = query.order_by(PREDICTIONS.c.received_at, PREDICTIONS.c.request_id, PREDICTIONS.c.role)
+    if not sa.inspect(engine).has_table(PREDICTIONS.name):
+        where = engine.url.render_as_string(hide_password=True)
+        raise HeartMlopsError(f"no prediction log at {where}: no API has written to it yet")
     with engine.connect() as connection:
         frame = pd.DataFrame(connection.execute(query).fetchall(), columns=list(EXPORT_COLUMNS))
     for name in ("received_at", "observed_at"):

@@ -20,7 +20,7 @@ from heart_mlops import __version__
 from heart_mlops.api import metrics, schemas
 from heart_mlops.api.errors import add_error_handlers
 from heart_mlops.api.model_holder import ModelHolder, settle_heap
-from heart_mlops.api.routes import model, predict, service
+from heart_mlops.api.routes import feedback, model, predict, service
 from heart_mlops.api.spool import NoLog, PredictionLog
 from heart_mlops.settings import Settings
 
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.build_router(settings.api_max_batch))
     app.include_router(service.router)
     app.include_router(model.router)
+    app.include_router(feedback.router)
     request_schemas = {
         "PredictRequest": schemas.PREDICT_REQUEST,
         "BatchRequest": schemas.batch_request(settings.api_max_batch),

@@ -7,6 +7,7 @@ messages that name the field or position, the value and what is allowed.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 from typing import Annotated, Any, Literal
@@ -486,3 +487,27 @@ class ReloadResult(BaseModel):
     model_version: str | None
     previous_version: str | None
     detail: str
+
+
+class Feedback(BaseModel):
+    """POST /feedback: the confirmed diagnosis of an answered row."""
+
+    request_id: str = Field(
+        min_length=1, max_length=64, description="the `request_id` of the answered row"
+    )
+    outcome: Literal[0, 1] = Field(description="confirmed diagnosis: 1 = heart disease, 0 = none")
+    observed_at: datetime.datetime | None = Field(
+        None, description="when the outcome was observed, ISO 8601 (no zone: UTC); default now"
+    )
+    replace: bool = Field(False, description="overwrite an outcome already recorded for this id")
+
+
+class FeedbackResult(BaseModel):
+    """What POST /feedback recorded."""
+
+    request_id: str
+    outcome: Literal[0, 1]
+    observed_at: str = Field(description="UTC, ISO 8601")
+    status: Literal["recorded", "replaced", "pending"] = Field(
+        description="pending: the row is still spooled; the outcome is joined when it is written"
+    )

@@ -182,6 +182,11 @@ class PredictionLog:
             os.write(self._fd, line)
             self._appended += len(ids)
 
+    @property
+    def engine(self):
+        """The SQLAlchemy Engine of the log's database (None before `start`)."""
+        return self._engine
+
     def spooled(self, request_id: str) -> bool:
         """Whether `request_id` is in a spool of this host (answered, not yet in the
         database)."""
