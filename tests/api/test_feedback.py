@@ -193,7 +193,8 @@ def test_the_feedback_command_reports_each_row(client, log_settings, tmp_path):
         while not server.started:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        done = run_cli("feedback", str(csv), "--url", f"http://127.0.0.1:{port}", settings=log_settings)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        done = run_cli("feedback", str(csv), "--url", url, settings=log_settings)
         second = httpx.post(
             f"http://127.0.0.1:{port}/feedback",
             json={"request_id": ids[0], "outcome": 0},
