@@ -74,6 +74,16 @@ PREDICTION_LOG_SPOOLED = Gauge(
     "Prediction-log rows spooled and not yet written to the database.",
     multiprocess_mode="livesum",
 )
+# shadow scoring by @challenger (api/shadow.py), in rows
+SHADOW_SCORED = Counter("heart_api_shadow_scored_total", "Rows scored in shadow by @challenger.")
+SHADOW_SKIPPED = Counter(
+    "heart_api_shadow_skipped_total",
+    "Answered rows not scored in shadow (its queue full, or the challenger failed or gone).",
+)
+SHADOW_DISAGREEMENTS = Counter(
+    "heart_api_shadow_disagreements_total",
+    "Rows where @challenger's decision (at its threshold) differs from the champion's.",
+)
 REFUSALS = Counter(
     "heart_api_refusals_total", "Requests refused (4xx) by route and reason.", ["route", "reason"]
 )

@@ -477,6 +477,11 @@ class ModelInfo(BaseModel):
     metrics: dict[str, dict[str, float]]
     data: dict[str, str | None]
     loaded_at: str
+    challenger: dict[str, Any] | None = Field(
+        None,
+        description="the version under @challenger, scored in shadow on every answered request "
+        "(version, alias, run_id, model_type, runtime, threshold, loaded_at); null when none",
+    )
 
 
 class ReloadResult(BaseModel):

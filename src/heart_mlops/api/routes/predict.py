@@ -141,11 +141,12 @@ async def predict(request: Request) -> Response:
     results, decisions, p = _answer(model, model.runtime(row), ids)
     if explain:
         results = await _explained(model, row, results)
+    correlation = _client_request_id(request)
     prediction_log.append(
         ids, row, p, decisions, model, role="champion", received=received,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        correlation=_client_request_id(request),
+        latency_ms=(time.perf_counter() - started) * 1000, correlation=correlation,
     )  # fmt: skip
+    request.app.state.shadow.offer(ids, row, decisions, received, correlation)
     return Response(orjson.dumps(results[0]), media_type=JSON, headers={"X-Request-ID": ids[0]})
 
 
@@ -177,11 +178,12 @@ async def predict_batch(request: Request) -> Response:
     results, decisions, p = _answer(model, model.runtime(rows), ids)
     if explain:
         results = await _explained(model, rows, results)
+    correlation = _client_request_id(request)
     prediction_log.append(
         ids, rows, p, decisions, model, role="champion", received=received,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        correlation=_client_request_id(request),
+        latency_ms=(time.perf_counter() - started) * 1000, correlation=correlation,
     )  # fmt: skip
+    request.app.state.shadow.offer(ids, rows, decisions, received, correlation)
     answer = {"predictions": results, "model_version": model.version, "count": len(results)}
     return Response(orjson.dumps(answer), media_type=JSON)
 
