@@ -563,6 +563,46 @@ def log_export(
     console.print(f"wrote {count} records to {output}")
 
 
+@log_app.command("compare")
+def log_compare(
+    since: Annotated[
+        str | None, typer.Option(help="Received at or after (ISO 8601; no zone: UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (ISO 8601).")] = None,
+):
+    """Champion and challenger on the logged rows both scored that have an outcome: ROC-AUC,
+    Brier score and accuracy (each at its own threshold) with bootstrap 95 % intervals
+    (HEART_MLOPS_BOOTSTRAP_SAMPLES), and how often their decisions agree."""
+    from heart_mlops import predictionlog
+
+    settings = _settings()
+    try:
+        window = _window(since, until, None)
+        pairs = predictionlog.compare(
+            _log_engine(settings), window, samples=settings.bootstrap_samples, seed=settings.seed
+        )
+    except Exception as exc:
+        raise _fail(exc) from None
+    if not pairs:
+        console.print("no rows scored by both champion and challenger have an outcome yet")
+        raise typer.Exit(code=1)
+    for pair in pairs:
+        title = (
+            f"champion v{pair['champion_version']} vs challenger v{pair['challenger_version']}: "
+            f"{pair['rows']} rows with outcomes, decisions agree on {pair['agreement']:.1%}"
+        )
+        table = Table(title=title)
+        for column in ("model", "ROC-AUC", "Brier", "accuracy"):
+            table.add_column(column)
+        for role in predictionlog.ROLES:
+            shown = [
+                f"{f['value']:.3f} [{f['low']:.3f}, {f['high']:.3f}]"
+                for f in (pair[role][name] for name in predictionlog.COMPARED)
+            ]
+            table.add_row(f"{role} v{pair[role + '_version']}", *shown)
+        Console().print(table)
+
+
 def _require_free_port(host: str, port: int) -> None:
     """HeartMlopsError naming the address when nothing can listen there (a port in use, an
     address of no interface): checked before uvicorn, which would exit with status 3."""

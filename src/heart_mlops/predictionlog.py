@@ -293,3 +293,57 @@ def export(engine: sa.Engine, output: Path, window: Window = Window()) -> int:
     else:
         raise HeartMlopsError(f"{output}: write .parquet or .csv, not '{suffix or 'no suffix'}'")
     return len(frame)
+
+
+COMPARED = ("roc_auc", "brier", "accuracy")
+
+
+def _figures_with_accuracy(threshold: float):
+    """evaluation.figures_at(threshold) with the accuracy at `threshold` added."""
+    from heart_mlops.evaluation import figures_at
+
+    base = figures_at(threshold)
+
+    def figures(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        return base(y, p) | {"accuracy": float(np.mean((p >= threshold) == (y == 1)))}
+
+    return figures
+
+
+def compare(
+    engine: sa.Engine, window: Window = Window(), *, samples: int = 1000, seed: int = 42
+) -> list[dict]:
+    """Champion and challenger on the rows both scored that have an outcome, one entry per
+    (champion version, challenger version) pair: {"champion_version", "challenger_version",
+    "rows", "agreement" (share of rows with the same decision), "champion": {figure: {"value",
+    "low", "high"}}, "challenger": {...}} for ROC-AUC, Brier score and accuracy, each model
+    at its own threshold, with bootstrap 95 % intervals over the rows (evaluation.bootstrap,
+    `samples` resamples, `seed`). Empty when no such rows. Raises HeartMlopsError when the
+    database has no log."""
+    from heart_mlops.evaluation import bootstrap
+
+    frame = read_log(engine, Window(window.since, window.until, None))
+    frame = frame[frame["outcome"].notna()]
+    keys = ["request_id", "outcome"]
+    both = frame[frame["role"] == "champion"].merge(
+        frame[frame["role"] == "challenger"], on=keys, suffixes=("_champion", "_challenger")
+    )
+    results = []
+    pairs = both.groupby(["model_version_champion", "model_version_challenger"], sort=True)
+    for (champion, challenger), rows in pairs:
+        y = rows["outcome"].to_numpy(dtype=int)
+        entry = {
+            "champion_version": champion,
+            "challenger_version": challenger,
+            "rows": len(rows),
+            "agreement": float(
+                np.mean(rows["prediction_champion"] == rows["prediction_challenger"])
+            ),
+        }
+        for role in ROLES:
+            figures = _figures_with_accuracy(float(rows[f"threshold_{role}"].iloc[0]))
+            p = rows[f"probability_{role}"].to_numpy(dtype=float)
+            found = bootstrap(figures, y, p, samples=samples, seed=seed)
+            entry[role] = {name: found[name] for name in COMPARED}
+        results.append(entry)
+    return results

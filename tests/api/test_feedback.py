@@ -154,13 +154,14 @@ def test_log_export_names_a_bad_option(log_settings, tmp_path, args, message):
     assert done.returncode != 0 and message in " ".join(done.stderr.split())
 
 
-def run_cli(*args: str, settings) -> subprocess.CompletedProcess:
+def run_cli(*args: str, settings, **environment: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEART_MLOPS_")}
     env |= {
         "HEART_MLOPS_HOME": str(settings.home_dir),
         "HEART_MLOPS_PREDICTION_LOG_URI": settings.prediction_log_url,
         "HEART_MLOPS_API_TOKEN": TOKEN,
         "COLUMNS": "200",
+        **environment,
     }
     return subprocess.run(
         [sys.executable, "-m", "heart_mlops.cli", *args],
