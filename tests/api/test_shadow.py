@@ -68,15 +68,17 @@ def test_each_answered_row_is_scored_in_shadow_and_compared(two_versions, tmp_pa
     disagreements = counted("heart_api_shadow_disagreements_total")
     with TestClient(create_app(settings)) as client:
         wait_until_ready(client)
-        info = client.get("/model/info").json()
-        rows = X.iloc[:200].to_numpy().tolist()
-        batch = client.post(
-            "/predict/batch", json={"instances": [{"features": r} for r in rows[:150]]}
-        )
-        singles = [client.post("/predict", json={"features": r}) for r in rows[150:]]
+        deadline = time.monotonic() + 60  # the challenger loads after the champion
+        while (info := client.get("/model/info").json())["challenger"] is None:
+            assert time.monotonic() < deadline, "no challenger loaded"
+            time.sleep(0.1)
+        rows = [[None if v != v else v for v in r] for r in X.iloc[:200].to_numpy().tolist()]
+        bodies = [{"patient": dict(zip(FEATURES, r, strict=True))} for r in rows]
+        batch = client.post("/predict/batch", json={"instances": bodies[:150]})
+        singles = [client.post("/predict", json=body) for body in bodies[150:]]
         answers = [*batch.json()["predictions"], *(s.json() for s in singles)]
         records = log_rows(settings.prediction_log_url, 400)
-        for answer, outcome in zip(answers, y.iloc[:200], strict=True):
+        for answer, outcome in zip(answers, y[:200], strict=True):
             sent = {"request_id": answer["request_id"], "outcome": int(outcome)}
             assert client.post("/feedback", json=sent, headers=AUTH).status_code in (201, 202)
     assert info["version"] == "1" and info["challenger"]["version"] == "2"
@@ -106,7 +108,7 @@ def test_each_answered_row_is_scored_in_shadow_and_compared(two_versions, tmp_pa
             found = pair[role][figure]
             assert found["low"] <= found["value"] <= found["high"]
         p = np.array([by_role[role][i]["probability"] for i in ids])
-        accuracy = np.mean((p >= (0.5 if role == "champion" else 0.4)) == y.iloc[:200].to_numpy())
+        accuracy = np.mean((p >= (0.5 if role == "champion" else 0.4)) == y[:200])
         assert pair[role]["accuracy"]["value"] == pytest.approx(accuracy)
 
 
