@@ -36,7 +36,7 @@ import orjson
 
 from heart_mlops import predictionlog
 from heart_mlops.api import metrics
-from heart_mlops.api.model_holder import redact
+from heart_mlops.api.model_holder import _REGISTRY_LOCK, redact
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,15 @@ class PredictionLog:
     _schema_ready = False
 
     def _ensure_schema(self) -> None:
-        if not self._schema_ready:
+        if self._schema_ready:
+            return
+        with self._engine.connect():  # an unreachable database fails here, outside the lock
+            pass
+        # Alembic's migration context is process-wide, and MLflow runs Alembic too when it
+        # creates its store: one migration at a time in this process
+        with _REGISTRY_LOCK:
             predictionlog.migrate(self._engine)
-            self._schema_ready = True
+        self._schema_ready = True
 
     def _move_own(self) -> None:
         """fsync the spool, write what is past `.pos`, advance it; empty the spool once all of
