@@ -83,6 +83,27 @@ def _answer(
     return results, predictions, p
 
 
+def _record(
+    request: Request,
+    ids: list[str],
+    rows: np.ndarray,
+    p: list[float],
+    decisions: list[int],
+    model: LoadedModel,
+    times: tuple[float, float],
+) -> None:
+    """Spool the answered rows for the prediction log and offer them to shadow scoring.
+    `times`: (arrival, epoch seconds; arrival, perf_counter seconds)."""
+    received, started = times
+    correlation = _client_request_id(request)
+    state = request.app.state
+    state.prediction_log.append(
+        ids, rows, p, decisions, model, role="champion", received=received,
+        latency_ms=(time.perf_counter() - started) * 1000, correlation=correlation,
+    )  # fmt: skip
+    state.shadow.offer(ids, rows, decisions, received, correlation)
+
+
 def _client_request_id(request: Request) -> str | None:
     """The client's X-Request-ID when it is a sane token (spool.correlation_id), else None."""
     for name, value in request.scope["headers"]:
@@ -136,17 +157,11 @@ async def predict(request: Request) -> Response:
     body = await read_json(request, settings.api_max_body_bytes)
     row = parse_rows(body, batch=False, max_rows=settings.api_max_batch)
     model = loaded_model(holder)
-    prediction_log = request.app.state.prediction_log
-    ids = prediction_log.ids.take(1)
+    ids = request.app.state.prediction_log.ids.take(1)
     results, decisions, p = _answer(model, model.runtime(row), ids)
     if explain:
         results = await _explained(model, row, results)
-    correlation = _client_request_id(request)
-    prediction_log.append(
-        ids, row, p, decisions, model, role="champion", received=received,
-        latency_ms=(time.perf_counter() - started) * 1000, correlation=correlation,
-    )  # fmt: skip
-    request.app.state.shadow.offer(ids, row, decisions, received, correlation)
+    _record(request, ids, row, p, decisions, model, (received, started))
     return Response(orjson.dumps(results[0]), media_type=JSON, headers={"X-Request-ID": ids[0]})
 
 
@@ -173,17 +188,11 @@ async def predict_batch(request: Request) -> Response:
         error = {"field": "instances", "value": len(rows), "message": message}
         raise ApiError(422, message, [error | {"allowed": f"1 to {limit} rows"}])
     model = loaded_model(holder)
-    prediction_log = request.app.state.prediction_log
-    ids = prediction_log.ids.take(len(rows))
+    ids = request.app.state.prediction_log.ids.take(len(rows))
     results, decisions, p = _answer(model, model.runtime(rows), ids)
     if explain:
         results = await _explained(model, rows, results)
-    correlation = _client_request_id(request)
-    prediction_log.append(
-        ids, rows, p, decisions, model, role="champion", received=received,
-        latency_ms=(time.perf_counter() - started) * 1000, correlation=correlation,
-    )  # fmt: skip
-    request.app.state.shadow.offer(ids, rows, decisions, received, correlation)
+    _record(request, ids, rows, p, decisions, model, (received, started))
     answer = {"predictions": results, "model_version": model.version, "count": len(results)}
     return Response(orjson.dumps(answer), media_type=JSON)
 
