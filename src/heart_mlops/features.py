@@ -20,6 +20,15 @@ _MISSING_CODE_COLUMNS = np.array([FEATURES.index(name) for name in MISSING_CODES
 _MISSING_CODE_VALUES = np.array(list(MISSING_CODES.values()), dtype=float)
 
 
+def missing_as_nan(matrix: np.ndarray) -> np.ndarray:
+    """A float matrix (n, 13) in FEATURES order with each disguised missing code
+    (data.MISSING_CODES) replaced by NaN, in place. -> the same matrix"""
+    codes = matrix[:, _MISSING_CODE_COLUMNS]
+    codes[codes == _MISSING_CODE_VALUES] = np.nan
+    matrix[:, _MISSING_CODE_COLUMNS] = codes
+    return matrix
+
+
 class ClinicalInput(TransformerMixin, BaseEstimator):
     """Takes the 13 features by name (DataFrame) or by position (array) and returns a float
     matrix in the canonical order, with the disguised missing codes replaced by NaN."""
@@ -38,10 +47,7 @@ class ClinicalInput(TransformerMixin, BaseEstimator):
         matrix = np.array(X, dtype=float, copy=True, ndmin=2)
         if matrix.shape[1] != len(FEATURES):
             raise ValueError(f"expected {len(FEATURES)} features, got {matrix.shape[1]}")
-        codes = matrix[:, _MISSING_CODE_COLUMNS]
-        codes[codes == _MISSING_CODE_VALUES] = np.nan
-        matrix[:, _MISSING_CODE_COLUMNS] = codes
-        return matrix
+        return missing_as_nan(matrix)
 
     def get_feature_names_out(self, input_features=None):
         """The 13 FEATURES names in the order of `transform`'s columns; `input_features` unused."""

@@ -3,7 +3,7 @@
 The log holds patient data. No HTTP route reads it; whoever can reach its database can
 (`heart-mlops log export`). One record per answered row and model role, keyed by
 (`request_id`, `role`): the API's workers write them from their spools (api/spool.py) with
-`insert_records`, which ignores a key already written, so replaying a spool writes nothing
+`insert_rows`, which ignores a key already written, so replaying a spool writes nothing
 twice. Outcomes (POST /feedback) live in a table of their own, joined on `request_id`.
 
 The schema is created and upgraded by Alembic (`migrate`, under a lock: one process migrates,
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import functools
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,48 +126,85 @@ def _insert(engine: sa.Engine, table: sa.Table):
     return insert(table).on_conflict_do_nothing()
 
 
-def insert_records(engine: sa.Engine, records: list[dict]) -> int:
-    """Write prediction records (dicts of PREDICTIONS' columns) in one transaction; a record
-    whose (request_id, role) is already there is skipped. -> the number of records sent."""
-    if records:
-        with engine.begin() as connection:
-            connection.execute(_insert(engine, PREDICTIONS), records)
-    return len(records)
-
-
 _VALUE_COLUMNS = (*FEATURES, *(name + USED_SUFFIX for name in FEATURES))
+RECORD_COLUMNS = (
+    "request_id",
+    "role",
+    "correlation_id",
+    "received_at",
+    *_VALUE_COLUMNS,
+    "probability",
+    "prediction",
+    "threshold",
+    "model_name",
+    "model_version",
+    "worker",
+    "latency_ms",
+)
+_COLUMN_LIST = ", ".join(RECORD_COLUMNS)
+_SQLITE_INSERT = (
+    f"INSERT OR IGNORE INTO prediction_log ({_COLUMN_LIST}) "
+    f"VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+)
+_POSTGRES_INSERT = (
+    f"INSERT INTO prediction_log ({_COLUMN_LIST}) VALUES %s "
+    "ON CONFLICT (request_id, role) DO NOTHING"
+)
 
 
-@functools.cache
-def _as_used():
-    """The model's input rule (features.ClinicalInput): missing codes become NaN."""
-    from heart_mlops.features import ClinicalInput
+def insert_rows(engine: sa.Engine, rows: list[tuple]) -> int:
+    """Write prediction records (tuples in RECORD_COLUMNS order, as `rows_of_entries` makes
+    them for this engine) in one transaction; a record whose (request_id, role) is already
+    there is skipped. Through the driver's own batch insert: the writer's cost per row is
+    what the serving process pays. -> the number of rows sent. Raises HeartMlopsError for a
+    database other than SQLite or PostgreSQL, what the driver raises when it fails."""
+    if not rows:
+        return 0
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise HeartMlopsError(f"the prediction log needs SQLite or PostgreSQL, not {dialect}")
+    with engine.begin() as connection:
+        raw = connection.connection.driver_connection
+        if dialect == "sqlite":
+            raw.executemany(_SQLITE_INSERT, rows)
+        else:
+            from psycopg2.extras import execute_values
 
-    return ClinicalInput().transform
+            with raw.cursor() as cursor:
+                execute_values(cursor, _POSTGRES_INSERT, rows, page_size=1000)
+    return len(rows)
 
 
-def records_of_entry(entry: dict) -> list[dict]:
-    """A spool entry (one answered request: see api/spool.py) -> one record per row."""
-    received = np.array(entry["x"], dtype=float)
-    used = _as_used()(received)
-    at = dt.datetime.fromtimestamp(entry["t"], dt.UTC)
-    common = {
-        "role": entry["role"],
-        "correlation_id": entry.get("cid"),
-        "received_at": at,
-        "threshold": entry["thr"],
-        "model_name": entry["name"],
-        "model_version": entry["v"],
-        "worker": entry["w"],
-        "latency_ms": entry.get("ms"),
-    }
-    values = np.hstack([received, used]).tolist()
-    return [
-        common
-        | dict(zip(_VALUE_COLUMNS, [None if v != v else v for v in row], strict=True))
-        | {"request_id": request_id, "probability": p, "prediction": y}
-        for request_id, row, p, y in zip(entry["ids"], values, entry["p"], entry["y"], strict=True)
-    ]
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite (UTC here)
+
+
+def rows_of_entries(entries: list[dict], dialect: str) -> list[tuple]:
+    """Spool entries (answered requests: see api/spool.py) -> one tuple per row in
+    RECORD_COLUMNS order, for `insert_rows` on `dialect` ("sqlite" or "postgresql"). The values
+    as used are the received ones with the missing codes as null (features.missing_as_nan).
+    Raises KeyError, TypeError or ValueError for an entry that lacks a field or is malformed."""
+    from heart_mlops.features import missing_as_nan
+
+    if not entries:
+        return []
+    received = np.array([row for entry in entries for row in entry["x"]], dtype=float)
+    received = received.reshape(-1, len(FEATURES))
+    matrix = np.hstack([received, missing_as_nan(received.copy())])
+    values = matrix.astype(object)
+    values[np.isnan(matrix)] = None
+    values = values.tolist()
+    rows, index = [], 0
+    for entry in entries:
+        at = dt.datetime.fromtimestamp(entry["t"], dt.UTC)
+        at = at.strftime(_SQLITE_TIME) if dialect == "sqlite" else at
+        head = (entry["role"], entry.get("cid"), at)
+        tail = (entry["thr"], entry["name"], entry["v"], entry["w"], entry.get("ms"))
+        for request_id, p, y in zip(entry["ids"], entry["p"], entry["y"], strict=True):
+            rows.append((request_id, *head, *values[index], p, y, *tail))
+            index += 1
+    if index != len(values):
+        raise ValueError(f"{len(values)} rows for {index} request ids")
+    return rows
 
 
 def prediction_exists(engine: sa.Engine, request_id: str) -> bool:

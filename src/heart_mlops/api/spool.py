@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CYCLE_SECONDS = 0.2  # how often the writer looks at its spool: a row is written within ~0.5 s
 REPLAY_SECONDS = 60.0  # how often it looks for spools of dead workers
 MAX_READ_BYTES = 4 << 20  # spool bytes read (and written to the database) per transaction
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError)
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -281,18 +282,30 @@ class PredictionLog:
 
     def _write(self, lines: list[bytes]) -> int:
         """Insert the records of spool lines. -> rows."""
-        records = [record for line in lines for record in self._records(line)]
-        predictionlog.insert_records(self._engine, records)
-        metrics.PREDICTION_LOG_WRITTEN.inc(len(records))
-        return len(records)
+        rows = self._rows(lines)
+        predictionlog.insert_rows(self._engine, rows)
+        metrics.PREDICTION_LOG_WRITTEN.inc(len(rows))
+        return len(rows)
 
-    @staticmethod
-    def _records(line: bytes) -> list[dict]:
+    def _rows(self, lines: list[bytes]) -> list[tuple]:
+        """The records of spool lines, all at once; an unreadable line is logged and skipped
+        (it cannot become readable by waiting)."""
+        entries, dialect = [], self._engine.dialect.name
+        for line in lines:
+            try:
+                entries.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                log.error("prediction log: a spool line is not JSON, skipped: %s", exc)
         try:
-            return predictionlog.records_of_entry(orjson.loads(line))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            log.error("prediction log: a spool line is unreadable, skipped: %s", exc)
-            return []
+            return predictionlog.rows_of_entries(entries, dialect)
+        except _MALFORMED:
+            rows = []
+            for entry in entries:  # find the bad one
+                try:
+                    rows += predictionlog.rows_of_entries([entry], dialect)
+                except _MALFORMED as exc:
+                    log.error("prediction log: a spool entry is malformed, skipped: %r", exc)
+            return rows
 
     def _replay_dead(self) -> None:
         """Write the spools of dead workers (their lock free) and remove them."""
