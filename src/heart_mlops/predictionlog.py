@@ -65,15 +65,28 @@ class OutcomeConflict(HeartMlopsError):
 
 
 def create_log_engine(url: str) -> sa.Engine:
-    """An Engine on the log's database (`url`: a SQLAlchemy URL). Connections are checked
-    before use (a restarted server is found again) and a PostgreSQL connect gives up after 3 s,
-    so an outage costs a writer seconds, not minutes."""
+    """An Engine on the log's database (`url`: a SQLAlchemy URL of SQLite or PostgreSQL).
+    Connections are checked before use (a restarted server is found again) and a PostgreSQL
+    connect gives up after 3 s, so an outage costs a writer seconds, not minutes; SQLite runs
+    in WAL mode."""
     options: dict = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 3}
     elif url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 30}
+        engine = sa.create_engine(url, **options)
+        sa.event.listen(engine, "connect", _sqlite_wal)
+        return engine
     return sa.create_engine(url, **options)
+
+
+def _sqlite_wal(connection, _record) -> None:
+    """SQLite in WAL mode with one fsync per checkpoint, not per commit: readers (export,
+    feedback) do not block the writers, and the spools already make the records durable."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 @contextlib.contextmanager
@@ -207,6 +220,20 @@ def rows_of_entries(entries: list[dict], dialect: str) -> list[tuple]:
     return rows
 
 
+def delete_expired(engine: sa.Engine, retention_days: int, now: dt.datetime | None = None) -> int:
+    """Delete the records received more than `retention_days` days before `now` (default: the
+    current time), and the outcomes left without a record, in one transaction (for the
+    monitoring DAG: HEART_MLOPS_PREDICTION_LOG_RETENTION_DAYS). -> records deleted."""
+    cutoff = _bound(engine, (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days))
+    kept = sa.select(PREDICTIONS.c.request_id)
+    with engine.begin() as connection:
+        deleted = connection.execute(
+            PREDICTIONS.delete().where(PREDICTIONS.c.received_at < cutoff)
+        ).rowcount
+        connection.execute(OUTCOMES.delete().where(OUTCOMES.c.request_id.not_in(kept)))
+    return deleted
+
+
 def prediction_exists(engine: sa.Engine, request_id: str) -> bool:
     """Whether the log holds a record of `request_id` (any role)."""
     query = sa.select(PREDICTIONS.c.request_id).where(PREDICTIONS.c.request_id == request_id)
@@ -284,9 +311,9 @@ def read_log(engine: sa.Engine, window: Window = Window()):
         PREDICTIONS.outerjoin(OUTCOMES, OUTCOMES.c.request_id == PREDICTIONS.c.request_id)
     )
     if window.since is not None:
-        query = query.where(PREDICTIONS.c.received_at >= _utc(window.since))
+        query = query.where(PREDICTIONS.c.received_at >= _bound(engine, window.since))
     if window.until is not None:
-        query = query.where(PREDICTIONS.c.received_at < _utc(window.until))
+        query = query.where(PREDICTIONS.c.received_at < _bound(engine, window.until))
     if window.role is not None:
         query = query.where(PREDICTIONS.c.role == window.role)
     query = query.order_by(PREDICTIONS.c.received_at, PREDICTIONS.c.request_id, PREDICTIONS.c.role)
@@ -304,6 +331,13 @@ def read_log(engine: sa.Engine, window: Window = Window()):
 def _utc(moment: dt.datetime) -> dt.datetime:
     """`moment` as aware UTC (naive = UTC)."""
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _bound(engine: sa.Engine, moment: dt.datetime) -> dt.datetime:
+    """`moment` as the log's database compares it: aware UTC; naive UTC on SQLite, which
+    stores times as text without a zone."""
+    moment = _utc(moment)
+    return moment.replace(tzinfo=None) if engine.dialect.name == "sqlite" else moment
 
 
 def parse_time(value: str) -> dt.datetime:

@@ -3,6 +3,7 @@ role, off the hot path (spool, writer thread), replay of a dead worker's spool, 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import time
@@ -173,3 +174,21 @@ def test_a_dead_workers_spool_is_replayed_once_and_a_live_ones_never(tmp_path):
     assert len(ids) == len(set(ids)) == 38
     assert not list(spool.glob("*.jsonl"))
     assert all(math.isclose(r["probability"], 0.25) for r in rows)
+
+
+def test_records_past_retention_are_deleted_with_their_outcomes(tmp_path):
+    engine = predictionlog.create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    predictionlog.migrate(engine)
+    now = time.time()
+    entry = {"x": [SEED], "p": [0.25], "y": [0], "thr": 0.5, "name": "m", "v": "7"}
+    entry |= {"role": "champion", "w": "w", "ms": 1.0}
+    entries = [entry | {"ids": ["old"], "t": now - 181 * 86400}, entry | {"ids": ["new"], "t": now}]
+    predictionlog.insert_rows(engine, predictionlog.rows_of_entries(entries, "sqlite"))
+    for request_id in ("old", "new"):
+        predictionlog.record_outcome(engine, request_id, 1, dt.datetime.now(dt.UTC))
+    assert predictionlog.delete_expired(engine, 180) == 1
+    frame = predictionlog.read_log(engine)
+    assert frame["request_id"].tolist() == ["new"] and frame["outcome"].tolist() == [1]
+    with engine.connect() as connection:
+        outcomes = connection.execute(sa.select(predictionlog.OUTCOMES.c.request_id)).scalars()
+        assert list(outcomes) == ["new"]

@@ -40,7 +40,7 @@ from heart_mlops.api.model_holder import _REGISTRY_LOCK, redact
 
 log = logging.getLogger(__name__)
 
-CYCLE_SECONDS = 0.2  # how often the writer looks at its spool: a row is written within ~0.5 s
+CYCLE_SECONDS = 0.5  # how often the writer looks at its spool: a row is written within ~1 s
 REPLAY_SECONDS = 60.0  # how often it looks for spools of dead workers
 MAX_READ_BYTES = 4 << 20  # spool bytes read (and written to the database) per transaction
 _MALFORMED = (KeyError, TypeError, ValueError, IndexError)
