@@ -163,14 +163,18 @@ _POSTGRES_INSERT = (
     f"INSERT INTO prediction_log ({_COLUMN_LIST}) VALUES %s "
     "ON CONFLICT (request_id, role) DO NOTHING"
 )
+_POSTGRES_INSERT_EACH = _POSTGRES_INSERT.replace(
+    "%s", f"({', '.join(['%s'] * len(RECORD_COLUMNS))})"
+)
 
 
 def insert_rows(engine: sa.Engine, rows: list[tuple]) -> int:
     """Write prediction records (tuples in RECORD_COLUMNS order, as `rows_of_entries` makes
-    them for this engine) in one transaction; a record whose (request_id, role) is already
-    there is skipped. Through the driver's own batch insert: the writer's cost per row is
-    what the serving process pays. -> the number of rows sent. Raises HeartMlopsError for a
-    database other than SQLite or PostgreSQL, what the driver raises when it fails."""
+        them for this engine) in one transaction; a record whose (request_id, role) is already
+        there is skipped. Through the driver's own batch insert (sqlite3 executemany, psycopg 3
+    executemany, psycopg2 execute_values): the writer's cost per row is
+        what the serving process pays. -> the number of rows sent. Raises HeartMlopsError for a
+        database other than SQLite or PostgreSQL, what the driver raises when it fails."""
     if not rows:
         return 0
     dialect = engine.dialect.name
@@ -180,11 +184,14 @@ def insert_rows(engine: sa.Engine, rows: list[tuple]) -> int:
         raw = connection.connection.driver_connection
         if dialect == "sqlite":
             raw.executemany(_SQLITE_INSERT, rows)
-        else:
+        elif type(raw).__module__.startswith("psycopg2"):
             from psycopg2.extras import execute_values
 
             with raw.cursor() as cursor:
                 execute_values(cursor, _POSTGRES_INSERT, rows, page_size=1000)
+        else:  # psycopg 3 (SQLAlchemy's default driver): executemany runs as a pipeline
+            with raw.cursor() as cursor:
+                cursor.executemany(_POSTGRES_INSERT_EACH, rows)
     return len(rows)
 
 

@@ -273,3 +273,25 @@ def test_rows_answered_before_a_worker_is_killed_are_logged_once_after_a_restart
         assert not [p for p in spool.glob("*.jsonl") if f"spool-{victim}-" in p.name]
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg2"])
+def test_both_postgresql_drivers_write_each_record_once(postgres, driver):
+    from heart_mlops import predictionlog
+
+    engine = predictionlog.create_log_engine(postgres.url("predlog").replace("postgresql", driver))
+    predictionlog.migrate(engine)
+    predictionlog.migrate(engine)  # nothing left to do
+    entry = {"ids": ["a", "b"], "t": time.time(), "x": [SEED, [*SEED[:11], 4, 0]]}
+    entry |= {"p": [0.25, 0.75], "y": [0, 1], "thr": 0.5, "name": "m", "v": "3"}
+    entry |= {"role": "champion", "w": "host:1", "ms": 0.5, "cid": "visit-1"}
+    rows = predictionlog.rows_of_entries([entry], "postgresql")
+    assert predictionlog.insert_rows(engine, rows) == 2
+    predictionlog.insert_rows(engine, rows)  # a replay
+    frame = predictionlog.read_log(engine)
+    engine.dispose()
+    assert frame["request_id"].tolist() == ["a", "b"]
+    assert frame["ca"].tolist() == [0, 4] and frame["ca_used"].isna().tolist() == [False, True]
+    assert frame["thal_used"].isna().tolist() == [False, True]
+    assert frame["correlation_id"].tolist() == ["visit-1"] * 2
+    assert str(frame["received_at"].dt.tz) == "UTC"
