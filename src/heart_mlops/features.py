@@ -14,19 +14,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from heart_mlops.data import CATEGORICAL_FEATURES, FEATURES, MISSING_CODES, SPEC_BY_NAME
-
-_MISSING_CODE_COLUMNS = np.array([FEATURES.index(name) for name in MISSING_CODES])
-_MISSING_CODE_VALUES = np.array(list(MISSING_CODES.values()), dtype=float)
-
-
-def missing_as_nan(matrix: np.ndarray) -> np.ndarray:
-    """A float matrix (n, 13) in FEATURES order with each disguised missing code
-    (data.MISSING_CODES) replaced by NaN, in place. -> the same matrix"""
-    codes = matrix[:, _MISSING_CODE_COLUMNS]
-    codes[codes == _MISSING_CODE_VALUES] = np.nan
-    matrix[:, _MISSING_CODE_COLUMNS] = codes
-    return matrix
+from heart_mlops.data import CATEGORICAL_FEATURES, FEATURES, SPEC_BY_NAME, missing_as_nan
 
 
 class ClinicalInput(TransformerMixin, BaseEstimator):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from heart_mlops.data import FEATURES
+from heart_mlops.data import FEATURES, missing_as_nan
 from heart_mlops.errors import HeartMlopsError
 
 ROLES = ("champion", "challenger")
@@ -201,10 +201,8 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQL
 def rows_of_entries(entries: list[dict], dialect: str) -> list[tuple]:
     """Spool entries (answered requests: see api/spool.py) -> one tuple per row in
     RECORD_COLUMNS order, for `insert_rows` on `dialect` ("sqlite" or "postgresql"). The values
-    as used are the received ones with the missing codes as null (features.missing_as_nan).
+    as used are the received ones with the missing codes as null (data.missing_as_nan).
     Raises KeyError, TypeError or ValueError for an entry that lacks a field or is malformed."""
-    from heart_mlops.features import missing_as_nan
-
     if not entries:
         return []
     received = np.array([row for entry in entries for row in entry["x"]], dtype=float)
