@@ -277,22 +277,7 @@ def record_outcome(
         return True
 
 
-EXPORT_COLUMNS = (
-    "request_id",
-    "role",
-    "correlation_id",
-    "received_at",
-    *_VALUE_COLUMNS,
-    "probability",
-    "prediction",
-    "threshold",
-    "model_name",
-    "model_version",
-    "worker",
-    "latency_ms",
-    "outcome",
-    "observed_at",
-)
+EXPORT_COLUMNS = (*RECORD_COLUMNS, "outcome", "observed_at")
 
 
 @dataclass(frozen=True)
