@@ -192,3 +192,16 @@ def test_records_past_retention_are_deleted_with_their_outcomes(tmp_path):
     with engine.connect() as connection:
         outcomes = connection.execute(sa.select(predictionlog.OUTCOMES.c.request_id)).scalars()
         assert list(outcomes) == ["new"]
+
+
+def test_the_migrations_build_the_schema_the_code_writes(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = predictionlog.create_log_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    predictionlog.migrate(engine)
+    with engine.connect() as connection:
+        differences = compare_metadata(
+            MigrationContext.configure(connection), predictionlog.metadata
+        )
+    assert [d for d in differences if d[0] != "remove_table"] == []  # (its version table)
