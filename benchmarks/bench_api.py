@@ -9,6 +9,13 @@
   source), to compare an old commit with the new one in the same run
 - constant: benchmarks/constant_app.py, a FastAPI endpoint that reads the body and answers
   fixed JSON, served by uvicorn the same way (one worker, access log on): the server's ceiling
+- nolog:    this API with the prediction log switched off (HEART_MLOPS_PREDICTION_LOG_ENABLED=
+  false): the ratio API/nolog is what logging costs (this API logs to a SQLite file of the run)
+- shadow:   this API serving a copy of the champion registered under `<model>-shadow`, with a
+  second copy of it under @challenger scored in shadow: the ratio API/shadow is what shadow
+  scoring costs on top of logging
+
+    python benchmarks/bench_api.py --home .bench-home --train svm --peers nolog,shadow
 
 With --explain, single rows with `?explain=true` are measured on this API too, and compared with
 its own plain /predict of the same run.
@@ -149,6 +156,14 @@ def wait_ready(server: Server) -> None:
             pass
         time.sleep(0.05)
     raise SystemExit(f"{server.name} not ready after {STARTUP_SECONDS}s")
+
+
+def wait_challenger(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while httpx.get(server.url + "/model/info", timeout=10).json().get("challenger") is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{server.name}: no challenger loaded after {STARTUP_SECONDS}s")
+        time.sleep(0.2)
 
 
 async def measure(
@@ -321,10 +336,44 @@ def git(*arguments: str) -> None:
     subprocess.run(["git", "-C", str(ROOT), *arguments], check=True, capture_output=True)
 
 
+def shadow_model(settings: Settings) -> str:
+    """The champion registered twice more under `<model>-shadow`: @champion and @challenger.
+    -> that model's name."""
+    from heart_mlops import registry
+
+    registry.connect(settings)
+    name = f"{settings.model_name}-shadow"
+    if registry.version_by_alias(name, registry.CHALLENGER) is not None:
+        return name
+    champion = registry.version_by_alias(settings.model_name, registry.CHAMPION)
+    tags = registry.untagged(champion.tags)
+    champion_copy = registry.register(champion.source, name, tags)
+    registry.promote(name, champion_copy, "benchmark: shadow scoring")
+    challenger_copy = registry.register(champion.source, name, tags)
+    registry.client().set_registered_model_alias(name, registry.CHALLENGER, challenger_copy)
+    return name
+
+
+def this_api_env(env: dict, name: str, logs: Path) -> dict:
+    """The environment of this API as server `name`: its own prediction log and spool."""
+    return {
+        **env,
+        "HEART_MLOPS_PREDICTION_LOG_URI": f"sqlite:///{logs / f'{name}-log.db'}",
+        "HEART_MLOPS_PREDICTION_LOG_SPOOL_DIR": str(logs / f"{name}-spool"),
+    }
+
+
 def start_peer(peer: Server, args: argparse.Namespace, settings: Settings, env: dict, logs: Path):
-    """Launch `peer` (mlflow, baseline or constant) on its port; record when."""
+    """Launch `peer` (mlflow, baseline, constant, nolog or shadow) on its port; record when."""
     bin_dir = Path(sys.executable).parent
-    if peer.name == "baseline":
+    if peer.name in ("nolog", "shadow"):
+        command = [str(bin_dir / "heart-mlops"), *SERVE]
+        env = this_api_env(env, peer.name, logs)
+        if peer.name == "nolog":
+            env["HEART_MLOPS_PREDICTION_LOG_ENABLED"] = "false"
+        else:
+            env["HEART_MLOPS_MODEL_NAME"] = shadow_model(settings)
+    elif peer.name == "baseline":
         source = logs / "baseline"
         git("worktree", "add", "--detach", str(source), args.baseline)
         command = [sys.executable, "-c", "from heart_mlops.cli import app; app()", *SERVE]
@@ -371,7 +420,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--peers",
         default="mlflow,constant",
-        help="comma-separated peers among mlflow, constant (baseline comes with --baseline)",
+        help="comma-separated peers among mlflow, constant, nolog, shadow (baseline comes "
+        "with --baseline)",
     )
     parser.add_argument(
         "--explain",
@@ -385,6 +435,25 @@ def parse_arguments() -> argparse.Namespace:
         help="load generator (default: wrk when installed)",
     )
     return parser.parse_args()
+
+
+def start_servers(
+    api: Server, peers: list[Server], args, settings: Settings, env: dict, logs: Path
+) -> None:
+    """Each server, one at a time: each cold start on an otherwise idle machine."""
+    for server in (api, *peers):
+        if server is api:
+            api.started = time.monotonic()
+            api.process = start(
+                [str(Path(sys.executable).parent / "heart-mlops"), *SERVE, str(args.api_port)],
+                this_api_env(env, "api", logs),
+                logs / "api.log",
+            )
+        else:
+            start_peer(server, args, settings, env, logs)
+        wait_ready(server)
+        if server.name == "shadow":  # the challenger loads after the champion
+            wait_challenger(server)
 
 
 def run_rounds(
@@ -430,7 +499,7 @@ def main() -> None:
     names = [name for name in args.peers.split(",") if name] + (
         ["baseline"] if args.baseline else []
     )
-    if unknown := set(names) - {"mlflow", "constant", "baseline"}:
+    if unknown := set(names) - {"mlflow", "constant", "baseline", "nolog", "shadow"}:
         raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}")
     if not 18800 <= args.api_port <= 18899 - len(names):
         raise SystemExit(f"port {args.api_port}: use 18800-{18899 - len(names)}")
@@ -473,17 +542,7 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-api-"))
     servers = [api, *peers]
     try:
-        for server in servers:  # one at a time: each cold start on an otherwise idle machine
-            if server is api:
-                api.started = time.monotonic()
-                api.process = start(
-                    [str(bin_dir / "heart-mlops"), *SERVE, str(args.api_port)],
-                    env,
-                    logs / "api.log",
-                )
-            else:
-                start_peer(server, args, settings, env, logs)
-            wait_ready(server)
+        start_servers(api, peers, args, settings, env, logs)
         info = httpx.get(api.url + "/model/info", timeout=10).json()
         if args.explain:  # the explainer is built at its first request: not in the rounds
             httpx.post(api.url + "/predict?explain=true", json={"features": rows[0]}, timeout=120)

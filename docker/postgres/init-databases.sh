@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# First start of the postgres container (mounted into /docker-entrypoint-initdb.d/): one database
-# per component, each owned by its own login role. Names and passwords come from the environment
+# One database per component, each owned by its own login role: run by the postgres container on
+# its first start (mounted into /docker-entrypoint-initdb.d/), and by the one-shot service
+# postgres-databases at every start of the stack (PGHOST set), so a database added later is
+# created on an existing volume too. Names and passwords come from the environment
 # (.env); passwords are read by psql itself (\getenv), never placed on a command line.
 # Safe to run twice: existing roles and databases are kept.
 set -euo pipefail
@@ -27,3 +29,4 @@ SQL
 
 create_database AIRFLOW
 create_database MLFLOW
+create_database PREDICTION_LOG

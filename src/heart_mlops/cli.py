@@ -426,6 +426,183 @@ def up(
         raise _fail(exc) from None
 
 
+def _post_feedback(url: str, token: str, row: dict) -> tuple[int, str]:
+    """POST one outcome to `url`/feedback -> (HTTP status, 0 when unreachable; what it says)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/feedback",
+        data=json.dumps(row).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read()).get("status", "")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read()).get("detail", exc.reason)
+        except ValueError:
+            return exc.code, str(exc.reason)
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, f"cannot reach {url}: {getattr(exc, 'reason', exc)}"
+
+
+def _feedback_rows(file: Path) -> list[dict]:
+    """The rows of a feedback CSV: request_id, outcome (0/1), optional observed_at and replace.
+    DataError naming a missing column or a file that is not CSV."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable CSV: {exc}") from None
+    missing = [c for c in ("request_id", "outcome") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{file}: no column {', '.join(missing)}; columns: request_id, outcome, "
+            "observed_at (optional), replace (optional)"
+        )
+    rows = []
+    for record in frame.to_dict("records"):
+        outcome = record["outcome"].strip()
+        row = {"request_id": record["request_id"].strip()}
+        row["outcome"] = int(outcome) if outcome in ("0", "1") else outcome
+        if record.get("observed_at", "").strip():
+            row["observed_at"] = record["observed_at"].strip()
+        if record.get("replace", "").strip().lower() in ("true", "1", "yes"):
+            row["replace"] = True
+        rows.append(row)
+    return rows
+
+
+@app.command()
+def feedback(
+    file: Annotated[
+        Path, typer.Argument(help="CSV: request_id, outcome (0/1), observed_at?, replace?")
+    ],
+    url: Annotated[
+        str | None, typer.Option(help="The API (default: http://HEART_MLOPS_API_HOST:PORT).")
+    ] = None,
+):
+    """Send confirmed outcomes to the API's POST /feedback (token: HEART_MLOPS_API_TOKEN), one
+    per row, and report each row's answer. Exit 1 when any row was not recorded."""
+    settings = _settings()
+    try:
+        _read_file(file)
+        rows = _feedback_rows(file)
+        token = settings.api_token.get_secret_value() if settings.api_token else ""
+        if not token:
+            raise HeartMlopsError("set HEART_MLOPS_API_TOKEN: POST /feedback needs the token")
+    except Exception as exc:
+        raise _fail(exc) from None
+    url = url or f"http://{settings.api_host}:{settings.api_port}"
+    table = Table(title=f"feedback to {url}")
+    for column in ("row", "request_id", "status", "result"):
+        table.add_column(column)
+    failed = 0
+    for number, row in enumerate(rows, start=2):  # line numbers of the CSV (header: 1)
+        status, said = _post_feedback(url, token, row)
+        failed += status not in (200, 201, 202)
+        table.add_row(str(number), escape(row["request_id"]), str(status or "-"), escape(said))
+    Console().print(table)
+    console.print(f"{len(rows) - failed} of {len(rows)} outcomes recorded")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+log_app = typer.Typer(no_args_is_help=True, help="Read the prediction log (patient data).")
+app.add_typer(log_app, name="log")
+
+
+def _log_engine(settings: Settings):
+    from heart_mlops import predictionlog
+
+    return predictionlog.create_log_engine(settings.prediction_log_url)
+
+
+def _window(since: str | None, until: str | None, role: str | None):
+    """The export window of the options; HeartMlopsError naming a bad one."""
+    from heart_mlops import predictionlog
+
+    if role is not None and role not in predictionlog.ROLES:
+        raise HeartMlopsError(f"--role {role!r}: allowed {', '.join(predictionlog.ROLES)}")
+    try:
+        return predictionlog.Window(
+            since=predictionlog.parse_time(since) if since else None,
+            until=predictionlog.parse_time(until) if until else None,
+            role=role,
+        )
+    except ValueError as exc:
+        raise HeartMlopsError(f"--since/--until: {exc}") from None
+
+
+@log_app.command("export")
+def log_export(
+    output: Annotated[Path, typer.Argument(help="OUT.parquet or OUT.csv")],
+    since: Annotated[
+        str | None, typer.Option(help="Received at or after (ISO 8601; no zone: UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (ISO 8601).")] = None,
+    role: Annotated[str | None, typer.Option(help="champion or challenger (default both).")] = None,
+):
+    """Write the prediction log joined with the outcomes fed back: one row per record (request
+    id and role), the 13 features as received and as used, P(disease), decision, threshold,
+    model, outcome. Times ISO 8601 in UTC."""
+    from heart_mlops import predictionlog
+
+    settings = _settings()
+    try:
+        window = _window(since, until, role)
+        if not output.parent.is_dir():
+            raise HeartMlopsError(f"{output}: no such folder {output.parent}")
+        count = predictionlog.export(_log_engine(settings), output, window)
+    except Exception as exc:
+        raise _fail(exc) from None
+    console.print(f"wrote {count} records to {output}")
+
+
+@log_app.command("compare")
+def log_compare(
+    since: Annotated[
+        str | None, typer.Option(help="Received at or after (ISO 8601; no zone: UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (ISO 8601).")] = None,
+):
+    """Champion and challenger on the logged rows both scored that have an outcome: ROC-AUC,
+    Brier score and accuracy (each at its own threshold) with bootstrap 95 % intervals
+    (HEART_MLOPS_BOOTSTRAP_SAMPLES), and how often their decisions agree."""
+    from heart_mlops import predictionlog
+
+    settings = _settings()
+    try:
+        window = _window(since, until, None)
+        pairs = predictionlog.compare(
+            _log_engine(settings), window, samples=settings.bootstrap_samples, seed=settings.seed
+        )
+    except Exception as exc:
+        raise _fail(exc) from None
+    if not pairs:
+        console.print("no rows scored by both champion and challenger have an outcome yet")
+        raise typer.Exit(code=1)
+    for pair in pairs:
+        title = (
+            f"champion v{pair['champion_version']} vs challenger v{pair['challenger_version']}: "
+            f"{pair['rows']} rows with outcomes, decisions agree on {pair['agreement']:.1%}"
+        )
+        table = Table(title=title)
+        for column in ("model", "ROC-AUC", "Brier", "accuracy"):
+            table.add_column(column)
+        for role in predictionlog.ROLES:
+            shown = [
+                f"{f['value']:.3f} [{f['low']:.3f}, {f['high']:.3f}]"
+                for f in (pair[role][name] for name in predictionlog.COMPARED)
+            ]
+            table.add_row(f"{role} v{pair[role + '_version']}", *shown)
+        Console().print(table)
+
+
 def _require_free_port(host: str, port: int) -> None:
     """HeartMlopsError naming the address when nothing can listen there (a port in use, an
     address of no interface): checked before uvicorn, which would exit with status 3."""
@@ -439,6 +616,29 @@ def _require_free_port(host: str, port: int) -> None:
                 f"cannot serve on {host}:{port}: {exc.strerror}; another server may be there "
                 "(choose --port or HEART_MLOPS_API_PORT)"
             ) from None
+
+
+def _migrate_prediction_log(settings: Settings) -> None:
+    """The prediction log's schema brought up to date once, before the workers start. A
+    database that cannot be reached is no reason not to serve: the workers' writers migrate
+    (under a lock) when it answers, and spool meanwhile."""
+    if not settings.prediction_log_enabled:
+        return
+    from heart_mlops import predictionlog
+    from heart_mlops.api.model_holder import redact
+
+    engine = predictionlog.create_log_engine(settings.prediction_log_url)
+    try:
+        predictionlog.migrate(engine)
+    except Exception as exc:
+        console.print(
+            "[yellow]warning:[/] the prediction log's database cannot be reached; predictions "
+            f"are spooled until it can: {escape(redact(str(exc)))}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -466,6 +666,7 @@ def serve(
         _require_free_port(settings.api_host, settings.api_port)
         if settings.api_workers > 1:  # metrics of all workers, summed at /metrics
             prepare_multiprocess_dir(settings.home_dir / "prometheus")
+        _migrate_prediction_log(settings)
         # each worker builds its app from the same environment (and .env)
         uvicorn.run(
             "heart_mlops.api.app:create_app",

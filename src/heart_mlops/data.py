@@ -124,6 +124,19 @@ SPEC_BY_NAME = {spec.name: spec for spec in FEATURE_SPECS}
 CATEGORICAL_FEATURES = tuple(s.name for s in FEATURE_SPECS if s.categorical)
 NUMERIC_FEATURES = tuple(s.name for s in FEATURE_SPECS if not s.categorical)
 MISSING_CODES = {s.name: s.missing_code for s in FEATURE_SPECS if s.missing_code is not None}
+_MISSING_CODE_COLUMNS = np.array([FEATURES.index(name) for name in MISSING_CODES])
+_MISSING_CODE_VALUES = np.array(list(MISSING_CODES.values()), dtype=float)
+
+
+def missing_as_nan(matrix: np.ndarray) -> np.ndarray:
+    """A float matrix (n, 13) in FEATURES order with each disguised missing code
+    (MISSING_CODES) replaced by NaN, in place: what the model sees (features.ClinicalInput).
+    -> the same matrix"""
+    codes = matrix[:, _MISSING_CODE_COLUMNS]
+    codes[codes == _MISSING_CODE_VALUES] = np.nan
+    matrix[:, _MISSING_CODE_COLUMNS] = codes
+    return matrix
+
 
 CSV_COLUMNS = (*FEATURES, "target")
 UCI_COLUMNS = (*FEATURES, "num")  # the 14 fields of a UCI processed.*.data line, in order

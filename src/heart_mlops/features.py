@@ -14,10 +14,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from heart_mlops.data import CATEGORICAL_FEATURES, FEATURES, MISSING_CODES, SPEC_BY_NAME
-
-_MISSING_CODE_COLUMNS = np.array([FEATURES.index(name) for name in MISSING_CODES])
-_MISSING_CODE_VALUES = np.array(list(MISSING_CODES.values()), dtype=float)
+from heart_mlops.data import CATEGORICAL_FEATURES, FEATURES, SPEC_BY_NAME, missing_as_nan
 
 
 class ClinicalInput(TransformerMixin, BaseEstimator):
@@ -38,10 +35,7 @@ class ClinicalInput(TransformerMixin, BaseEstimator):
         matrix = np.array(X, dtype=float, copy=True, ndmin=2)
         if matrix.shape[1] != len(FEATURES):
             raise ValueError(f"expected {len(FEATURES)} features, got {matrix.shape[1]}")
-        codes = matrix[:, _MISSING_CODE_COLUMNS]
-        codes[codes == _MISSING_CODE_VALUES] = np.nan
-        matrix[:, _MISSING_CODE_COLUMNS] = codes
-        return matrix
+        return missing_as_nan(matrix)
 
     def get_feature_names_out(self, input_features=None):
         """The 13 FEATURES names in the order of `transform`'s columns; `input_features` unused."""

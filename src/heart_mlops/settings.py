@@ -120,6 +120,23 @@ class Settings(BaseSettings):
         "core; more only helps large batches on a machine with idle cores.",
     )
 
+    prediction_log_enabled: bool = Field(
+        True, description="Log every answered row (patient data: docs/api.md#the-prediction-log)."
+    )
+    prediction_log_uri: str = Field(
+        "",
+        description="SQLAlchemy URL of the prediction log's database. "
+        "Default: sqlite:///HOME/prediction-log.db.",
+    )
+    prediction_log_spool_dir: str = Field(
+        "",
+        description="Folder of the workers' write-ahead spools (local disk, shared by the "
+        "workers of one host). Default: HOME/prediction-spool.",
+    )
+    prediction_log_retention_days: int = Field(
+        180, ge=1, description="Days a logged prediction is kept (the monitoring DAG deletes)."
+    )
+
     airflow_port: int = 8080
     mlflow_port: int = 5000
     dag_schedule: str | None = Field(
@@ -162,6 +179,19 @@ class Settings(BaseSettings):
         """Where steps exchange data: HEART_MLOPS_ARTIFACT_STORE_URI, else HOME/artifacts as a
         file:// URI."""
         return self.artifact_store_uri or (self.home_dir / "artifacts").as_uri()
+
+    @property
+    def prediction_log_url(self) -> str:
+        """The prediction log's SQLAlchemy URL: HEART_MLOPS_PREDICTION_LOG_URI, else the
+        embedded SQLite database sqlite:///HOME/prediction-log.db."""
+        return self.prediction_log_uri or f"sqlite:///{self.home_dir / 'prediction-log.db'}"
+
+    @property
+    def prediction_spool(self) -> Path:
+        """The workers' spool folder: HEART_MLOPS_PREDICTION_LOG_SPOOL_DIR, else
+        HOME/prediction-spool (it may not exist yet)."""
+        configured = self.prediction_log_spool_dir
+        return Path(configured).expanduser() if configured else self.home_dir / "prediction-spool"
 
     @property
     def mlflow_artifacts_dir(self) -> Path:

@@ -24,6 +24,7 @@ from .conftest import (
 
 STATEFUL = {
     "postgres": "/var/lib/postgresql/data",
+    "api": "/home/app/.heart-mlops/prediction-spool",
     "valkey": "/data",
     "s3": "/data",
     "minio": "/data",
@@ -31,7 +32,7 @@ STATEFUL = {
     "grafana": "/var/lib/grafana",
     "airflow-worker": "/opt/airflow/logs",
 }
-ONE_SHOT = {"create-buckets", "mlflow-users", "airflow-init"}
+ONE_SHOT = {"create-buckets", "mlflow-users", "airflow-init", "postgres-databases"}
 BUILT = {
     "airflow": "docker/airflow/Dockerfile",
     "api": "docker/api/Dockerfile",

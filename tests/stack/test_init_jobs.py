@@ -23,6 +23,7 @@ from tests.support import debian_tool, free_port, tool
 from .conftest import ROOT, run
 
 INIT_SCRIPT = ROOT / "docker" / "postgres" / "init-databases.sh"
+COMPONENTS = ("AIRFLOW", "MLFLOW", "PREDICTION_LOG")
 PG = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
 
 
@@ -60,12 +61,15 @@ def own_databases():
         "MLFLOW_DB_NAME": f"{prefix}_mlflow",
         "MLFLOW_DB_USER": f"{prefix}_mlflow_u",
         "MLFLOW_DB_PASSWORD": secrets.token_hex(8),
+        "PREDICTION_LOG_DB_NAME": f"{prefix}_predlog",
+        "PREDICTION_LOG_DB_USER": f"{prefix}_predlog_u",
+        "PREDICTION_LOG_DB_PASSWORD": secrets.token_hex(8),
     }
     yield names
-    for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME"):
+    for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME", "PREDICTION_LOG_DB_NAME"):
         if psql(f"SELECT 1 FROM pg_database WHERE datname = '{names[key]}'"):
             psql(f'DROP DATABASE "{names[key]}"')
-    for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER"):
+    for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER", "PREDICTION_LOG_DB_USER"):
         if psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{names[key]}'"):
             psql(f'DROP ROLE "{names[key]}"')
 
@@ -78,17 +82,19 @@ def test_postgres_init_script_creates_one_database_per_component(own_databases):
         "POSTGRES_DB": "postgres",
         **own_databases,
     }
-    for attempt in ("first start", "second run keeps them"):
+    for attempt in ("first start", "second run keeps them", "a database added later"):
+        if attempt == "a database added later":  # a volume made before the prediction log
+            psql(f'DROP DATABASE "{own_databases["PREDICTION_LOG_DB_NAME"]}"')
         result = run(["bash", str(INIT_SCRIPT)], env=env)
         assert result.returncode == 0, f"{attempt}: {result.stderr}"
-        for prefix in ("AIRFLOW", "MLFLOW"):
+        for prefix in COMPONENTS:
             owner = psql(
                 "SELECT pg_get_userbyid(datdba) FROM pg_database "
                 f"WHERE datname = '{own_databases[prefix + '_DB_NAME']}'"
             )
             assert owner == own_databases[f"{prefix}_DB_USER"], attempt
     # each role works in its own database, and only there
-    for prefix in ("AIRFLOW", "MLFLOW"):
+    for prefix in COMPONENTS:
         user, db = own_databases[f"{prefix}_DB_USER"], own_databases[f"{prefix}_DB_NAME"]
         result = run(
             [

@@ -95,10 +95,11 @@ def test_other_services_agree_on_every_template_key_they_set(resolved, env_value
 def test_secrets_reach_the_services_that_own_them(resolved, env_values):
     services = resolved["services"]
     postgres = services["postgres"]["environment"]
-    for prefix in ("AIRFLOW", "MLFLOW"):
+    for prefix in ("AIRFLOW", "MLFLOW", "PREDICTION_LOG"):
         for part in ("NAME", "USER", "PASSWORD"):
             key = f"{prefix}_DB_{part}"
             assert postgres[key] == env_values[key], key
+            assert services["postgres-databases"]["environment"][key] == env_values[key], key
     mlflow_db = services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert mlflow_db == (
         f"postgresql+psycopg2://{env_values['MLFLOW_DB_USER']}:"
@@ -109,6 +110,11 @@ def test_secrets_reach_the_services_that_own_them(resolved, env_values):
         f'"{env_values["S3_ACCESS_KEY"]},{env_values["S3_SECRET_KEY"]}"'
     )
     api = services["api"]["environment"]
+    assert api["HEART_MLOPS_PREDICTION_LOG_URI"] == (
+        f"postgresql+psycopg2://{env_values['PREDICTION_LOG_DB_USER']}:"
+        f"{env_values['PREDICTION_LOG_DB_PASSWORD']}@postgres:5432/"
+        f"{env_values['PREDICTION_LOG_DB_NAME']}"
+    )
     assert api["HEART_MLOPS_API_TOKEN"] == env_values["HEART_MLOPS_API_TOKEN"]
     assert api["MLFLOW_TRACKING_USERNAME"] == env_values["MLFLOW_READER_USERNAME"]
     assert (

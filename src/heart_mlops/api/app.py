@@ -21,17 +21,23 @@ from heart_mlops import __version__
 from heart_mlops.api import metrics, schemas
 from heart_mlops.api.errors import add_error_handlers
 from heart_mlops.api.model_holder import ModelHolder, settle_heap
-from heart_mlops.api.routes import model, predict, service, ui
+from heart_mlops.api.routes import feedback, model, predict, service, ui
+from heart_mlops.api.shadow import ShadowScorer
+from heart_mlops.api.spool import NoLog, PredictionLog
 from heart_mlops.settings import Settings
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """While the app runs, poll the champion of `app.state.holder` in a background task; on
-    exit, stop it and drop this worker's live gauges."""
+    """While the app runs, poll the champion of `app.state.holder` and score @challenger in
+    shadow in background tasks, and write the prediction log's spool to its database in a
+    thread; on exit, stop them (the shadow queue scored, then the log drained) and drop this
+    worker's live gauges."""
     metrics.record_model(None)
     metrics.record_serving_champion(False)
     settle_heap()
+    app.state.prediction_log.start()
+    app.state.shadow.start()
     poller = asyncio.create_task(app.state.holder.poll_forever(), name="champion-poller")
     try:
         yield
@@ -39,6 +45,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        await app.state.shadow.close()
+        # SIGTERM: what was answered reaches the database, or stays spooled for the next worker
+        await asyncio.to_thread(app.state.prediction_log.close)
         metrics.worker_exiting()
 
 
@@ -71,11 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.holder = ModelHolder(settings)
+    app.state.prediction_log = (
+        PredictionLog(settings.prediction_spool, settings.prediction_log_url)
+        if settings.prediction_log_enabled
+        else NoLog()
+    )
+    app.state.shadow = ShadowScorer(app.state.holder, app.state.prediction_log)
     app.add_middleware(metrics.RequestMetrics)
     add_error_handlers(app)
     app.include_router(predict.build_router(settings.api_max_batch))
     app.include_router(service.router)
     app.include_router(model.router)
+    app.include_router(feedback.router)
     app.include_router(ui.router)
     ui.mount_static(app)
     request_schemas = {

@@ -8,17 +8,31 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from heart_mlops.api import schemas
+from heart_mlops.api import metrics, schemas
 
 log = logging.getLogger(__name__)
 
 _REASONS = {
     401: "missing or wrong token",
     403: "reload disabled",
+    404: "unknown request id: never answered",
+    409: "an outcome is already recorded",
     413: "body over the size limit",
     415: "not JSON",
     422: "invalid input: the fields, values and what is allowed",
     503: "no model loaded yet, or the registry failed",
+}
+
+
+# the `reason` label of heart_api_refusals_total
+_REFUSAL_REASONS = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "unknown_id",
+    409: "conflict",
+    413: "too_large",
+    415: "not_json",
+    422: "invalid_input",
 }
 
 
@@ -46,6 +60,10 @@ def error_responses(*statuses: int) -> dict:
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    if 400 <= exc.status < 500:
+        route = getattr(request.scope.get("route"), "path", None) or metrics.UNMATCHED_ROUTE
+        reason = _REFUSAL_REASONS.get(exc.status, str(exc.status))
+        metrics.REFUSALS.labels(route, reason).inc()
     content = {"detail": exc.detail, **({"errors": exc.errors} if exc.errors else {})}
     return JSONResponse(content, status_code=exc.status, headers=exc.headers)
 

@@ -56,6 +56,38 @@ SERVING_CHAMPION = Gauge(
     multiprocess_mode="livemin",
 )
 
+# the prediction log (api/spool.py): rows written to its database, replayed from the spools of
+# dead workers, failed database writes; rows answered and not yet written (summed over workers)
+PREDICTION_LOG_WRITTEN = Counter(
+    "heart_api_prediction_log_written_total", "Prediction-log rows written to the database."
+)
+PREDICTION_LOG_REPLAYED = Counter(
+    "heart_api_prediction_log_replayed_total",
+    "Prediction-log rows written from the spools of dead workers.",
+)
+PREDICTION_LOG_WRITE_ERRORS = Counter(
+    "heart_api_prediction_log_write_errors_total",
+    "Failed writes of the prediction log to its database (the spool keeps the rows).",
+)
+PREDICTION_LOG_SPOOLED = Gauge(
+    "heart_api_prediction_log_spooled",
+    "Prediction-log rows spooled and not yet written to the database.",
+    multiprocess_mode="livesum",
+)
+# shadow scoring by @challenger (api/shadow.py), in rows
+SHADOW_SCORED = Counter("heart_api_shadow_scored_total", "Rows scored in shadow by @challenger.")
+SHADOW_SKIPPED = Counter(
+    "heart_api_shadow_skipped_total",
+    "Answered rows not scored in shadow (its queue full, or the challenger failed or gone).",
+)
+SHADOW_DISAGREEMENTS = Counter(
+    "heart_api_shadow_disagreements_total",
+    "Rows where @challenger's decision (at its threshold) differs from the champion's.",
+)
+REFUSALS = Counter(
+    "heart_api_refusals_total", "Requests refused (4xx) by route and reason.", ["route", "reason"]
+)
+
 
 def record_model(version: str | None) -> None:
     """Set the model gauges: loaded 0 for None, else 1 and the version when it is a number."""

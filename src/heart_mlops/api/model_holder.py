@@ -150,6 +150,7 @@ class ModelHolder:
     registry_checked_at: str | None = None
     last_error: str | None = None
     champion: ChampionStatus = field(default_factory=ChampionStatus)
+    challenger: LoadedModel | None = None  # the version under @challenger, scored in shadow
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def refresh(self, *, force: bool = False) -> Outcome:
@@ -197,7 +198,31 @@ class ModelHolder:
             outcome = self._load_and_publish(champion, served)
         if not outcome.loaded:  # a load records the status itself, before serving the model
             self._record_champion(champion, served, outcome.detail)
+        self._refresh_challenger()
         return outcome
+
+    def _refresh_challenger(self) -> None:
+        """Load the version under @challenger when it changed (same runtime and parity check
+        as the champion); none when no version holds it. A failed load keeps the old one."""
+        name = self.settings.model_name
+        try:
+            with _REGISTRY_LOCK:
+                registry.connect(self.settings)
+                found = registry.version_by_alias(name, registry.CHALLENGER)
+            version = registry.version_of(found)
+            identity = None if version is None else (version, found.creation_timestamp)
+            if identity == _identity(self.challenger):
+                return
+            loaded = None if version is None else self._load(version, identity[1])
+        except Exception as exc:
+            log.warning(
+                "%s", redact(f"loading @{registry.CHALLENGER} failed: {type(exc).__name__}: {exc}")
+            )
+            return
+        if loaded is not None:
+            loaded.info["alias"] = registry.CHALLENGER
+            log.info("scoring version %s (@%s) in shadow", version, registry.CHALLENGER)
+        self.challenger = loaded
 
     def _load_and_publish(self, champion: ChampionStatus, served: tuple | None) -> Outcome:
         previous = served[0] if served else None

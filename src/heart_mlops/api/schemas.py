@@ -7,6 +7,7 @@ messages that name the field or position, the value and what is allowed.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 from typing import Annotated, Any, Literal
@@ -376,6 +377,10 @@ class Prediction(BaseModel):
     """The answer for one patient: P(heart disease) and the decision at the model's threshold;
     with `explain=true`, why."""
 
+    request_id: str = Field(
+        description="this row's id, made by the server: the key of its prediction-log record "
+        "and what POST /feedback names"
+    )
     prediction: Literal[0, 1] = Field(
         description="1 = heart disease present (probability >= threshold), 0 = absent"
     )
@@ -473,6 +478,11 @@ class ModelInfo(BaseModel):
     metrics: dict[str, dict[str, float]]
     data: dict[str, str | None]
     loaded_at: str
+    challenger: dict[str, Any] | None = Field(
+        None,
+        description="the version under @challenger, scored in shadow on every answered request "
+        "(version, alias, run_id, model_type, runtime, threshold, loaded_at); null when none",
+    )
 
 
 class FeatureCode(BaseModel):
@@ -542,3 +552,27 @@ class ReloadResult(BaseModel):
     model_version: str | None
     previous_version: str | None
     detail: str
+
+
+class Feedback(BaseModel):
+    """POST /feedback: the confirmed diagnosis of an answered row."""
+
+    request_id: str = Field(
+        min_length=1, max_length=64, description="the `request_id` of the answered row"
+    )
+    outcome: Literal[0, 1] = Field(description="confirmed diagnosis: 1 = heart disease, 0 = none")
+    observed_at: datetime.datetime | None = Field(
+        None, description="when the outcome was observed, ISO 8601 (no zone: UTC); default now"
+    )
+    replace: bool = Field(False, description="overwrite an outcome already recorded for this id")
+
+
+class FeedbackResult(BaseModel):
+    """What POST /feedback recorded."""
+
+    request_id: str
+    outcome: Literal[0, 1]
+    observed_at: str = Field(description="UTC, ISO 8601")
+    status: Literal["recorded", "replaced", "pending"] = Field(
+        description="pending: the row is still spooled; the outcome is joined when it is written"
+    )

@@ -23,7 +23,8 @@ async def model_info(model: ServingModel, holder: HolderDep) -> dict:
     \f
     The served model's registered name, version, alias, run id, model type, runtime,
     threshold, parameters, CV and holdout metrics, data fingerprint and `loaded_at` (UTC), and
-    whether it is still the version under @champion (`alias` null and the reason when not).
+    whether it is still the version under @champion (`alias` null and the reason when not);
+    `challenger`: the version under @challenger scored in shadow, null when none.
 
     Raises ApiError 503 while no model is loaded.
     """
@@ -35,7 +36,16 @@ async def model_info(model: ServingModel, holder: HolderDep) -> dict:
         "serving_champion": serving,
         "champion_version": champion.version,
         "not_champion_reason": None if serving else champion.problem,
+        "challenger": _challenger(holder.challenger),
     }
+
+
+def _challenger(challenger) -> dict | None:
+    """What /model/info shows of the version scored in shadow (None: no @challenger)."""
+    if challenger is None:
+        return None
+    keys = ("version", "alias", "run_id", "model_type", "runtime", "threshold", "loaded_at")
+    return {key: challenger.info[key] for key in keys}
 
 
 @router.post(

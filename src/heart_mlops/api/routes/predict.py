@@ -9,6 +9,7 @@ the request).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import orjson
@@ -20,6 +21,7 @@ from heart_mlops.api.body import JSON, parse_rows, read_json
 from heart_mlops.api.deps import loaded_model
 from heart_mlops.api.errors import ApiError, error_responses
 from heart_mlops.api.model_holder import LoadedModel
+from heart_mlops.api.spool import correlation_id
 
 SHAPE_EXAMPLES = {
     "features": {
@@ -59,20 +61,55 @@ def _json_body(schema_name: str, examples: dict) -> dict:
     }
 
 
-def _answer(model: LoadedModel, probabilities: np.ndarray) -> list[dict]:
-    """One Prediction body per probability, in order; counted in the metrics."""
+def _answer(
+    model: LoadedModel, probabilities: np.ndarray, ids: list[str]
+) -> tuple[list[dict], list[int], list[float]]:
+    """One Prediction body per probability (with its request id), in order, counted in the
+    metrics; and the decisions and probabilities as lists (for the prediction log)."""
     predictions = (probabilities >= model.threshold).astype(int).tolist()
+    p = probabilities.tolist()
     metrics.record_predictions(sum(predictions), len(predictions))
-    return [
+    results = [
         {
-            "prediction": p,
+            "request_id": request_id,
+            "prediction": decision,
             "probability": prob,
             "threshold": model.threshold,
             "model_version": model.version,
-            "label": schemas.LABELS[p],
+            "label": schemas.LABELS[decision],
         }
-        for p, prob in zip(predictions, probabilities.tolist(), strict=True)
+        for request_id, decision, prob in zip(ids, predictions, p, strict=True)
     ]
+    return results, predictions, p
+
+
+def _record(
+    request: Request,
+    ids: list[str],
+    rows: np.ndarray,
+    p: list[float],
+    decisions: list[int],
+    model: LoadedModel,
+    times: tuple[float, float],
+) -> None:
+    """Spool the answered rows for the prediction log and offer them to shadow scoring.
+    `times`: (arrival, epoch seconds; arrival, perf_counter seconds)."""
+    received, started = times
+    correlation = _client_request_id(request)
+    state = request.app.state
+    state.prediction_log.append(
+        ids, rows, p, decisions, model, role="champion", received=received,
+        latency_ms=(time.perf_counter() - started) * 1000, correlation=correlation,
+    )  # fmt: skip
+    state.shadow.offer(ids, rows, decisions, received, correlation)
+
+
+def _client_request_id(request: Request) -> str | None:
+    """The client's X-Request-ID when it is a sane token (spool.correlation_id), else None."""
+    for name, value in request.scope["headers"]:
+        if name == b"x-request-id":
+            return correlation_id(value.decode("latin-1"))
+    return None
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -105,22 +142,27 @@ async def predict(request: Request) -> Response:
     """
     \f
     One patient, `{"features": [13 numbers]}` or `{"patient": {name: number | null}}`, ->
-    a Prediction: `prediction` 0/1, `probability` P(disease) in [0, 1], `threshold`,
-    `model_version`, `label`; with `explain=true`, its Explanation too.
+    a Prediction: `request_id` (also in the X-Request-ID header), `prediction` 0/1,
+    `probability` P(disease) in [0, 1], `threshold`, `model_version`, `label`; with
+    `explain=true`, its Explanation too. The answered row is spooled for the prediction log
+    before the answer is sent.
 
     Raises ApiError 415, 413 (read_json), 422 (parse; `explain` not a boolean), 503 (no model
     loaded).
     """
+    started, received = time.perf_counter(), time.time()
     holder = request.app.state.holder  # one lookup in app.state: its settings are the app's
     settings = holder.settings
     explain = _explain_requested(request)
     body = await read_json(request, settings.api_max_body_bytes)
     row = parse_rows(body, batch=False, max_rows=settings.api_max_batch)
     model = loaded_model(holder)
-    results = _answer(model, model.runtime(row))
+    ids = request.app.state.prediction_log.ids.take(1)
+    results, decisions, p = _answer(model, model.runtime(row), ids)
     if explain:
         results = await _explained(model, row, results)
-    return Response(orjson.dumps(results[0]), media_type=JSON)
+    _record(request, ids, row, p, decisions, model, (received, started))
+    return Response(orjson.dumps(results[0]), media_type=JSON, headers={"X-Request-ID": ids[0]})
 
 
 async def predict_batch(request: Request) -> Response:
@@ -128,11 +170,13 @@ async def predict_batch(request: Request) -> Response:
     \f
     `{"instances": [1 to api_max_batch rows, each in either shape]}` -> `{"predictions":
     [Prediction per row, in order], "model_version", "count"}`; with `explain=true` (at most
-    api_explain_max_rows rows), each Prediction with its Explanation.
+    api_explain_max_rows rows), each Prediction with its Explanation. Each row has its own
+    `request_id` and is spooled for the prediction log before the answer is sent.
 
     Raises ApiError 415, 413 (read_json), 422 (parse: any invalid row rejects the batch;
     `explain` not a boolean, or more rows than explanations allow), 503 (no model loaded).
     """
+    started, received = time.perf_counter(), time.time()
     holder = request.app.state.holder
     settings, max_rows = holder.settings, holder.settings.api_max_batch
     explain = _explain_requested(request)
@@ -144,9 +188,11 @@ async def predict_batch(request: Request) -> Response:
         error = {"field": "instances", "value": len(rows), "message": message}
         raise ApiError(422, message, [error | {"allowed": f"1 to {limit} rows"}])
     model = loaded_model(holder)
-    results = _answer(model, model.runtime(rows))
+    ids = request.app.state.prediction_log.ids.take(len(rows))
+    results, decisions, p = _answer(model, model.runtime(rows), ids)
     if explain:
         results = await _explained(model, rows, results)
+    _record(request, ids, rows, p, decisions, model, (received, started))
     answer = {"predictions": results, "model_version": model.version, "count": len(results)}
     return Response(orjson.dumps(answer), media_type=JSON)
 
