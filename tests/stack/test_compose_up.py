@@ -408,6 +408,24 @@ def test_the_api_serves_the_champion(stack, pipeline_run, request):
     stack.timed("checks", check)
 
 
+def test_each_answer_is_in_the_stacks_prediction_log(stack, pipeline_run):
+    status, answer = predict(stack)
+    assert status == 200 and answer["request_id"], (status, answer)
+    (postgres,) = stack.containers("postgres")
+    query = (
+        "SELECT count(*) FROM prediction_log "
+        f"WHERE request_id = '{answer['request_id']}' AND role = 'champion'"
+    )
+    psql = ["exec", "--env", f"PGPASSWORD={stack.values['POSTGRES_PASSWORD']}", postgres["Id"]]
+    psql += ["psql", "--host", "127.0.0.1", "--username", "postgres", "--dbname"]
+    psql += [stack.values.get("PREDICTION_LOG_DB_NAME", "prediction_log"), "-tAc", query]
+
+    def logged() -> bool:
+        return stack.docker_run(*psql).strip() == "1"
+
+    stack.timed("checks", wait, logged, 60, "the answer's record in the prediction_log database")
+
+
 def test_prometheus_scraped_the_api(stack, pipeline_run):
     query = urllib.parse.urlencode({"query": 'count by (__name__) ({__name__=~"heart_api_.+"})'})
     address = url(stack, "PROMETHEUS_HOST_PORT", f"/api/v1/query?{query}")
