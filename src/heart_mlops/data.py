@@ -28,6 +28,16 @@ LABEL = "disease"  # 1 = heart disease present
 CLASS_NAMES = {1: "disease", 0: "no disease"}
 
 
+def disease_column(estimator) -> int:
+    """The column of class 1 (disease) in `estimator.predict_proba`'s output.
+
+    Raises ValueError when the estimator's classes do not include 1."""
+    classes = [float(c) for c in getattr(estimator, "classes_", [])]
+    if 1.0 not in classes:
+        raise ValueError(f"the model's classes {classes} do not include 1 (disease)")
+    return classes.index(1.0)
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """One feature: its name in heart.csv and the API, how a clinician calls it, its unit, and

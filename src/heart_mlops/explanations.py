@@ -34,7 +34,7 @@ from scipy import sparse
 from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 
-from heart_mlops.data import FEATURES
+from heart_mlops.data import FEATURES, disease_column
 from heart_mlops.errors import ExplanationError
 from heart_mlops.features import transformed_feature_names
 
@@ -81,11 +81,14 @@ class Explainer:
         if reference.ndim != 2 or reference.shape[1] != len(FEATURES) or not len(reference):
             raise ExplanationError("the version has no training rows to explain against")
         self.pipeline = pipeline
-        self._column = list(map(float, pipeline.classes_)).index(1.0)
+        self._column = disease_column(pipeline)
         self.fill_values = _fill_values(pipeline)
         checks = reference[np.random.default_rng(seed).permutation(len(reference))]
         checks = checks[:SELF_CHECK_ROWS]
-        self.decomposition = _linear(pipeline, reference, checks) or _tree(pipeline, checks)
+        expected = self.probability(checks)  # what an exact method must add up to
+        self.decomposition = _linear(pipeline, reference, checks, expected) or _tree(
+            pipeline, checks, expected
+        )
         if self.decomposition is None:
             self.decomposition = _permutation(
                 served or self.probability, reference, background_rows, permutations, seed
@@ -178,17 +181,20 @@ def _calibration(estimator) -> tuple[object, float, float] | None:
     return calibrated[0].estimator, -float(calibrator.a_), -float(calibrator.b_)
 
 
-def _checked(decomposition: Decomposition, pipeline, checks: np.ndarray) -> Decomposition | None:
-    """The decomposition if it adds up to the pipeline's P(disease) on the check rows."""
-    column = list(map(float, pipeline.classes_)).index(1.0)
-    expected = pipeline.predict_proba(checks)[:, column]
+def _checked(
+    decomposition: Decomposition, checks: np.ndarray, expected: np.ndarray
+) -> Decomposition | None:
+    """The decomposition if it adds up to the pipeline's P(disease) `expected` on the check
+    rows."""
     base, contributions = decomposition.decompose(checks)
     total = base + contributions.sum(axis=1)
     got = expit(total) if decomposition.units == LOG_ODDS else total
     return decomposition if np.max(np.abs(got - expected)) <= SELF_CHECK_TOLERANCE else None
 
 
-def _linear(pipeline, reference: np.ndarray, checks: np.ndarray) -> Decomposition | None:
+def _linear(
+    pipeline, reference: np.ndarray, checks: np.ndarray, expected: np.ndarray
+) -> Decomposition | None:
     """Exact log-odds of a linear model, against the training mean of its columns."""
     calibration = _calibration(pipeline[-1])
     if calibration is None:
@@ -196,10 +202,6 @@ def _linear(pipeline, reference: np.ndarray, checks: np.ndarray) -> Decompositio
     estimator, a, b = calibration
     coef = getattr(estimator, "coef_", None)
     if coef is None or np.ndim(coef) != 2 or coef.shape[0] != 1:
-        return None
-    if not isinstance(pipeline[-1], CalibratedClassifierCV) and not hasattr(
-        estimator, "predict_proba"
-    ):
         return None
     preprocess, to_raw = pipeline[0], _to_raw_features()
     weights = a * coef.ravel()
@@ -214,10 +216,10 @@ def _linear(pipeline, reference: np.ndarray, checks: np.ndarray) -> Decompositio
         "exact: each feature's coefficients times its distance from the training mean, "
         "in log-odds; the base value is the log-odds at the training mean"
     )
-    return _checked(Decomposition("linear", LOG_ODDS, detail, decompose), pipeline, checks)
+    return _checked(Decomposition("linear", LOG_ODDS, detail, decompose), checks, expected)
 
 
-def _tree(pipeline, checks: np.ndarray) -> Decomposition | None:
+def _tree(pipeline, checks: np.ndarray, expected: np.ndarray) -> Decomposition | None:
     """Exact path-dependent TreeSHAP of a tree ensemble (probability, or log-odds inside a
     sigmoid calibration of its probability)."""
     calibration = _calibration(pipeline[-1])
@@ -232,9 +234,9 @@ def _tree(pipeline, checks: np.ndarray) -> Decomposition | None:
         explainer = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
     except Exception:  # a model shap's TreeExplainer does not read
         return None
-    column = list(map(float, estimator.classes_)).index(1.0)
+    column = disease_column(estimator)
     preprocess, to_raw = pipeline[0], _to_raw_features()
-    expected = float(np.ravel(explainer.expected_value)[column])
+    base_value = float(np.ravel(explainer.expected_value)[column])
     calibrated = isinstance(pipeline[-1], CalibratedClassifierCV)
 
     def decompose(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,14 +245,14 @@ def _tree(pipeline, checks: np.ndarray) -> Decomposition | None:
         values = np.asarray(explainer.shap_values(z, check_additivity=False))
         values = values[..., column] if values.ndim == 3 else values
         if calibrated:
-            return np.full(len(rows), a * expected + b), a * values @ to_raw
-        return np.full(len(rows), expected), values @ to_raw
+            return np.full(len(rows), a * base_value + b), a * values @ to_raw
+        return np.full(len(rows), base_value), values @ to_raw
 
     units = LOG_ODDS if calibrated else PROBABILITY
     detail = "exact: path-dependent TreeSHAP of the forest" + (
         ", through the sigmoid calibration's affine map, in log-odds" if calibrated else ""
     )
-    return _checked(Decomposition("tree_shap", units, detail, decompose), pipeline, checks)
+    return _checked(Decomposition("tree_shap", units, detail, decompose), checks, expected)
 
 
 def _permutation(

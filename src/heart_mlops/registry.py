@@ -8,6 +8,7 @@ current champion on the same holdout rows, both scored now. Otherwise the new ve
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -210,6 +211,15 @@ def version_files(model_name: str, version: str, names: list[str]) -> dict[str, 
             )
             found[artifact] = Path(local).read_bytes()
     return found
+
+
+def reference_frame(model_name: str, version: str) -> pd.DataFrame | None:
+    """The training rows logged with a version (REFERENCE_ARTIFACT: the 13 FEATURES and LABEL,
+    NaN = missing), or None for a version logged before they were.
+
+    MlflowException when the registry or the artifact store cannot be read."""
+    files = version_files(model_name, version, [REFERENCE_ARTIFACT])
+    return None if files is None else pd.read_csv(io.BytesIO(files[REFERENCE_ARTIFACT]))
 
 
 def _requirements() -> list[str]:

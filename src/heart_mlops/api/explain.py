@@ -50,8 +50,8 @@ class ExplainerSlot:
             raise ExplanationError(self._unavailable)
         return self._explainer
 
-    def explain(self, rows: np.ndarray, served: np.ndarray) -> list[dict]:
-        """Rows (n, 13) and their served P(disease) (n,) -> per row `{"explanation": {...}}`
+    def explain(self, rows: np.ndarray, served: list[float]) -> list[dict]:
+        """Rows (n, 13) and their served P(disease) (n values) -> per row `{"explanation": {...}}`
         or `{"explanation": None, "explanation_unavailable": reason}`. Blocking: run it in a
         worker thread."""
         from heart_mlops.explanations import implied_probability
@@ -64,7 +64,7 @@ class ExplainerSlot:
             log.exception("explaining %d row(s) failed", len(rows))
             return [_unavailable(f"the explanation failed ({type(exc).__name__})")] * len(rows)
         answers = []
-        for explanation, probability in zip(explanations, served.tolist(), strict=True):
+        for explanation, probability in zip(explanations, served, strict=True):
             total = implied_probability(explanation)
             if abs(total - probability) <= PARITY_TOLERANCE:
                 answers.append({"explanation": explanation})

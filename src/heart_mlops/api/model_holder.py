@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import logging
 import re
 import threading
@@ -304,21 +303,17 @@ class ModelHolder:
 
         with _REGISTRY_LOCK:
             registry.connect(self.settings)
-            files = registry.version_files(
-                champion.model_name, champion.version, [registry.REFERENCE_ARTIFACT]
-            )
+            reference = registry.reference_frame(champion.model_name, champion.version)
+            if reference is None:
+                raise ExplanationError(
+                    f"version {champion.version} was registered without its training rows "
+                    "(before explanations existed); a version registered now has them"
+                )
             pipeline = champion.pipeline
-        if files is None:
-            raise ExplanationError(
-                f"version {champion.version} was registered without its training rows "
-                "(before explanations existed); a version registered now has them"
-            )
-        import pandas as pd
-
         settings = self.settings
         return Explainer(
             pipeline,
-            reference_rows(pd.read_csv(io.BytesIO(files[registry.REFERENCE_ARTIFACT]))),
+            reference_rows(reference),
             background_rows=settings.api_explain_background_rows,
             permutations=settings.api_explain_permutations,
             seed=settings.seed,

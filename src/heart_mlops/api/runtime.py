@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from heart_mlops import registry
+from heart_mlops.data import disease_column
 from heart_mlops.onnx_model import (
     INFO_ARTIFACT,
     ONNX_ARTIFACT,
@@ -45,16 +46,6 @@ class Runtime:
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         return self.predict_disease(rows)
-
-
-def disease_column(estimator) -> int:
-    """The column of class 1 (disease) in `estimator.predict_proba`'s output.
-
-    Raises ValueError when the estimator's classes do not include 1."""
-    classes = [float(c) for c in getattr(estimator, "classes_", [])]
-    if 1.0 not in classes:
-        raise ValueError(f"the model's classes {classes} do not include 1 (disease)")
-    return classes.index(1.0)
 
 
 def sklearn_runtime(pipeline, reason: str | None = None) -> Runtime:

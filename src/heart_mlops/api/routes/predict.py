@@ -131,9 +131,11 @@ def _explain_requested(request: Request) -> bool:
     raise ApiError(422, f"explain: {value!r} {message}; allowed: true, false", [error])
 
 
-async def _explained(model: LoadedModel, rows: np.ndarray, results: list[dict]) -> list[dict]:
-    """`results` (one Prediction body per row) with each row's explanation added."""
-    p = np.array([result["probability"] for result in results])
+async def _explained(
+    model: LoadedModel, rows: np.ndarray, results: list[dict], p: list[float]
+) -> list[dict]:
+    """`results` (one Prediction body per row, its P(disease) in `p`) with each row's
+    explanation added."""
     explanations = await asyncio.to_thread(model.explainer.explain, rows, p)
     return [result | extra for result, extra in zip(results, explanations, strict=True)]
 
@@ -160,7 +162,7 @@ async def predict(request: Request) -> Response:
     ids = request.app.state.prediction_log.ids.take(1)
     results, decisions, p = _answer(model, model.runtime(row), ids)
     if explain:
-        results = await _explained(model, row, results)
+        results = await _explained(model, row, results, p)
     _record(request, ids, row, p, decisions, model, (received, started))
     return Response(orjson.dumps(results[0]), media_type=JSON, headers={"X-Request-ID": ids[0]})
 
@@ -191,7 +193,7 @@ async def predict_batch(request: Request) -> Response:
     ids = request.app.state.prediction_log.ids.take(len(rows))
     results, decisions, p = _answer(model, model.runtime(rows), ids)
     if explain:
-        results = await _explained(model, rows, results)
+        results = await _explained(model, rows, results, p)
     _record(request, ids, rows, p, decisions, model, (received, started))
     answer = {"predictions": results, "model_version": model.version, "count": len(results)}
     return Response(orjson.dumps(answer), media_type=JSON)
