@@ -137,13 +137,49 @@ class Settings(BaseSettings):
         180, ge=1, description="Days a logged prediction is kept (the monitoring DAG deletes)."
     )
 
+    monitor_schedule: str | None = Field(
+        "@hourly",
+        description="Cron or preset (UTC) for model_monitoring; its period is the default "
+        "window of `heart-mlops monitor`; `none`: triggered only.",
+    )
+    drift_share_threshold: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Share of drifted features (Evidently's per-feature tests plus the "
+        "missing-value check) at or above which the window counts as drifted.",
+    )
+    drift_min_rows: int = Field(
+        200,
+        ge=1,
+        description="Champion rows a window needs before its drift counts: fewer is reported "
+        "as not enough rows and triggers nothing.",
+    )
+    live_roc_auc_floor: float = Field(
+        0.75,
+        gt=0.5,
+        le=1,
+        description="Live ROC-AUC below which a window with enough outcomes asks for a retrain.",
+    )
+    live_min_outcomes: int = Field(
+        50,
+        ge=2,
+        description="Champion rows with a fed-back outcome a window needs for live metrics to "
+        "trigger a retrain.",
+    )
+    retrain_cooldown_hours: float = Field(
+        24.0,
+        ge=0,
+        description="After a retrain request, monitoring asks for no other within this time.",
+    )
+
     airflow_port: int = 8080
     mlflow_port: int = 5000
     dag_schedule: str | None = Field(
         "@daily", description="Cron or preset (UTC) for mlops_pipeline; `none`: triggered only."
     )
 
-    @field_validator("dag_schedule", mode="before")
+    @field_validator("dag_schedule", "monitor_schedule", mode="before")
     @classmethod
     def _no_schedule(cls, value: str | None) -> str | None:
         return None if value is None or str(value).strip().lower() in ("", "none") else value

@@ -134,3 +134,22 @@ class PipelineResult:
     tuned: Tuned
     registered: Registered
     timings: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Monitored(StepResult):
+    """`monitor`: drift and live performance of one window of the prediction log."""
+
+    window_start: str  # ISO 8601, UTC, inclusive
+    window_end: str  # ISO 8601, UTC, exclusive
+    rows: int  # champion rows in the window
+    dataset_drift: bool  # False, with `drift_reason`, when there are too few rows
+    drift_reason: str  # why dataset_drift is what it is, in one line
+    drift_share: float | None  # share of drifted features; None without enough rows
+    drifted_features: list[str]  # names, most drifted first
+    live: dict[str, Any] | None  # the champion's outcome metrics with 95 % intervals, or None
+    triggered: bool  # a retrain is asked for
+    trigger_reason: str  # why (or why not), in one line
+    report_uri: str | None  # the Evidently HTML report in the artifact store
+    summary_uri: str | None  # the JSON summary beside it
+    mlflow_run_id: str | None  # the run of the `monitoring` experiment
