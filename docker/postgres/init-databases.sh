@@ -27,6 +27,24 @@ SELECT format('GRANT ALL PRIVILEGES ON DATABASE %I TO %I', :'db_name', :'db_user
 SQL
 }
 
+# A login that may connect to the prediction log's database and nothing more: the monitoring
+# summaries there are readable by any role that can connect (their migration grants SELECT to
+# PUBLIC); the patient-level log stays its owner's alone.
+create_reader() {
+    : "${GRAFANA_DB_USER:?set GRAFANA_DB_USER}" "${GRAFANA_DB_PASSWORD:?set GRAFANA_DB_PASSWORD}"
+    echo "init-databases: read-only login ${GRAFANA_DB_USER} on ${PREDICTION_LOG_DB_NAME}"
+    psql --no-psqlrc --set ON_ERROR_STOP=1 --quiet \
+        --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-postgres}" <<'SQL'
+\getenv db_name PREDICTION_LOG_DB_NAME
+\getenv db_user GRAFANA_DB_USER
+\getenv db_password GRAFANA_DB_PASSWORD
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'db_user', :'db_password')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'db_user') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db_name', :'db_user') \gexec
+SQL
+}
+
 create_database AIRFLOW
 create_database MLFLOW
 create_database PREDICTION_LOG
+create_reader

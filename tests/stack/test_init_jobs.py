@@ -64,12 +64,14 @@ def own_databases():
         "PREDICTION_LOG_DB_NAME": f"{prefix}_predlog",
         "PREDICTION_LOG_DB_USER": f"{prefix}_predlog_u",
         "PREDICTION_LOG_DB_PASSWORD": secrets.token_hex(8),
+        "GRAFANA_DB_USER": f"{prefix}_grafana_u",
+        "GRAFANA_DB_PASSWORD": secrets.token_hex(8),
     }
     yield names
     for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME", "PREDICTION_LOG_DB_NAME"):
         if psql(f"SELECT 1 FROM pg_database WHERE datname = '{names[key]}'"):
             psql(f'DROP DATABASE "{names[key]}"')
-    for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER", "PREDICTION_LOG_DB_USER"):
+    for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER", "PREDICTION_LOG_DB_USER", "GRAFANA_DB_USER"):
         if psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{names[key]}'"):
             psql(f'DROP ROLE "{names[key]}"')
 
@@ -120,6 +122,12 @@ def test_postgres_init_script_creates_one_database_per_component(own_databases):
         )
         == "f"
     )
+    # Grafana's login reaches the prediction log's database and no other
+    grafana = own_databases["GRAFANA_DB_USER"]
+    for prefix, allowed in (("PREDICTION_LOG", "t"), ("AIRFLOW", "f"), ("MLFLOW", "f")):
+        database = own_databases[f"{prefix}_DB_NAME"]
+        query = f"SELECT has_database_privilege('{grafana}', '{database}', 'CONNECT')"
+        assert psql(query) == allowed, database
     # passwords never reach a command line: psql reads them from the environment
     assert "DB_PASSWORD}" not in INIT_SCRIPT.read_text().split("<<'SQL'")[0].split("psql")[-1]
 
