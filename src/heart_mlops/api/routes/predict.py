@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from heart_mlops.api import metrics, schemas
 from heart_mlops.api.body import JSON, parse_rows, read_json
@@ -199,9 +200,19 @@ async def predict_batch(request: Request) -> Response:
     return Response(orjson.dumps(answer), media_type=JSON)
 
 
+class RawRequestRoute(APIRoute):
+    """A route whose endpoint takes the Request and returns a Response itself: called as it
+    is, without FastAPI's per-request parameter solving and response handling, which these
+    endpoints do not use (a quarter of the framework's time on a single row). Its OpenAPI
+    entry is built as for any route."""
+
+    def get_route_handler(self):
+        return self.endpoint
+
+
 def build_router(max_batch: int) -> APIRouter:
     """The prediction routes; `max_batch` (rows per batch) is quoted in their OpenAPI."""
-    router = APIRouter(tags=["predict"])
+    router = APIRouter(tags=["predict"], route_class=RawRequestRoute)
     responses = error_responses(413, 415, 422, 503)
     router.add_api_route(
         "/predict",
