@@ -865,10 +865,11 @@ def _conclude(settings, engine, entries, found, window, prefix) -> Monitored:
         documents={"summary.json": summary},
     )
     storage.write_json(summary["summary_uri"], summary)
+    last = len(summary["versions"]) - 1
     windows = [
-        _window_row(settings, entry, window, summarised=entry is latest, decision=decision)
+        _window_row(settings, entry, window, summarised=index == last, decision=decision)
         | {"summary_uri": summary["summary_uri"], "mlflow_run_id": summary["mlflow_run_id"]}
-        for entry in summary["versions"]
+        for index, entry in enumerate(summary["versions"])
     ]
     features = [_feature_rows(entry["version"], entry) for entry in summary["versions"]]
     if not windows:  # an empty window is a point on the dashboard too: 0 predictions
