@@ -637,7 +637,7 @@ def _monitor_version(settings: Settings, version: str, rows, challenger_rows) ->
     html = None
     if len(rows) >= settings.drift_min_rows:
         current, reference = _used_features(rows), reference.loc[:, list(FEATURES)].astype(float)
-        tested, html = monitoring.drift_report(current, reference)
+        tested, html = monitoring.drift_report(current, reference, settings.drift_share_threshold)
         drift = monitoring.summarise_drift(
             monitoring.feature_drift(current, reference, tested),
             len(rows),
