@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import json
 import logging
+import math
 import re
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from heart_mlops import registry, storage, tuning
-from heart_mlops.data import load_bytes, sha256, synthetic_csv
-from heart_mlops.errors import ConfigError, DataError, StorageError
+from heart_mlops import monitoring, predictionlog, registry, storage, tuning
+from heart_mlops.data import FEATURES, load_bytes, sha256, synthetic_csv
+from heart_mlops.errors import ConfigError, DataError, HeartMlopsError, StorageError
 from heart_mlops.evaluation import (
     LOWER_IS_BETTER,
     CrossValidation,
@@ -41,6 +44,7 @@ from heart_mlops.settings import Settings
 from heart_mlops.step_results import (
     Evaluated,
     Extracted,
+    Monitored,
     PipelineResult,
     Prepared,
     Registered,
@@ -599,3 +603,318 @@ def run_pipeline(
     steps = _InProcess(settings, run_key or new_run_key(), data_uri, synthetic, on_step)
     registered = wire(steps, load_candidates(settings.model_params_path))
     return PipelineResult(registered=registered, timings=steps.timings, **steps.results)
+
+
+# --- monitoring: drift and live performance of a prediction-log window ------------------------
+
+
+def _window_key(start: dt.datetime, end: dt.datetime) -> str:
+    """A window as a folder name: <start>_<end>, UTC, to the second."""
+    return f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+
+
+def _used_features(rows):
+    """The 13 features of prediction-log rows as the model used them (`<feature>_used`)."""
+    from heart_mlops.predictionlog import USED_SUFFIX
+
+    frame = rows[[name + USED_SUFFIX for name in FEATURES]].astype(float)
+    frame.columns = list(FEATURES)
+    return frame.reset_index(drop=True)
+
+
+def _monitor_version(settings: Settings, version: str, rows, challenger_rows) -> dict:
+    """One served version's champion `rows` of a window against its own reference: drift
+    (with the Evidently HTML when there are enough rows), live metrics, shadow comparison.
+    HeartMlopsError naming the version when it has no reference artifact."""
+    reference = registry.reference_frame(settings.model_name, version)
+    if reference is None:
+        raise HeartMlopsError(
+            f"version {version} of '{settings.model_name}' has no reference data "
+            f"({registry.REFERENCE_ARTIFACT}): it was registered before references were "
+            "stored; monitor a window served by a later version"
+        )
+    holdout = registry.load_champion(settings, version).metrics["holdout"]
+    html = None
+    if len(rows) >= settings.drift_min_rows:
+        current, reference = _used_features(rows), reference.loc[:, list(FEATURES)].astype(float)
+        tested, html = monitoring.drift_report(current, reference, settings.drift_share_threshold)
+        drift = monitoring.summarise_drift(
+            monitoring.feature_drift(current, reference, tested),
+            len(rows),
+            min_rows=settings.drift_min_rows,
+            threshold=settings.drift_share_threshold,
+        )
+    else:
+        drift = monitoring.not_enough_rows(len(rows), settings.drift_min_rows)
+    scored = rows[rows["outcome"].notna()]
+    threshold = float(rows["threshold"].iloc[-1])
+    live = monitoring.live_metrics(
+        scored["outcome"].to_numpy(dtype=int),
+        scored["probability"].to_numpy(dtype=float),
+        threshold,
+        samples=settings.bootstrap_samples,
+        seed=settings.seed,
+    )
+    shadow = monitoring.shadow_comparison(
+        rows,
+        challenger_rows,
+        samples=settings.bootstrap_samples,
+        seed=settings.seed,
+        champion_live=live,
+    )
+    return {
+        "version": version,
+        "drift": drift,
+        "html": html,
+        "live": live,
+        "holdout": holdout,
+        "comparison": monitoring.holdout_comparison(live, holdout),
+        "shadow": shadow,
+        "positive_rate": float((rows["prediction"] == 1).mean()),
+    }
+
+
+def _version_entry(found: dict, report_uri: str | None) -> dict:
+    """A version's part of the summary JSON (no HTML, features as plain dicts)."""
+    drift = found["drift"]
+    return {
+        "version": found["version"],
+        "rows": drift.rows,
+        "dataset_drift": drift.dataset_drift,
+        "drift_reason": drift.reason,
+        "drift_share": drift.drift_share,
+        "drifted_features": drift.drifted_features,
+        "features": [dataclasses.asdict(f) | {"drifted": f.drifted} for f in drift.features],
+        "positive_rate": found["positive_rate"],
+        "live": found["live"],
+        "holdout_comparison": found["comparison"],
+        "shadow": found["shadow"],
+        "report_uri": report_uri,
+    }
+
+
+def _window_row(
+    settings: Settings, entry: dict, window: tuple, *, summarised: bool, decision: tuple
+) -> dict:
+    """A monitoring_window row (predictionlog.MONITORING_WINDOWS) of one version's entry."""
+    live, shadow = entry["live"] or {}, entry["shadow"] or {}
+    challenger = shadow.get("challenger") or {}
+    row = {
+        "window_start": window[0],
+        "window_end": window[1],
+        "monitored_at": window[2],
+        "model_name": settings.model_name,
+        "model_version": entry["version"],
+        "summarised": summarised,
+        "predictions": entry["rows"],
+        "outcomes": live.get("outcomes", 0),
+        "positive_rate": entry["positive_rate"],
+        "drift_share": entry["drift_share"],
+        "dataset_drift": entry["dataset_drift"],
+        "drift_reason": entry["drift_reason"],
+        "drifted_features": ",".join(entry["drifted_features"]),
+        "challenger_version": shadow.get("challenger_version"),
+        "shadow_rows": shadow.get("rows"),
+        "agreement": shadow.get("agreement"),
+        "triggered": decision[0] and summarised,
+        "trigger_reason": decision[1] if summarised else "not the version summarised",
+        "report_uri": entry["report_uri"],
+    }
+    for name in predictionlog.LIVE_COLUMNS:
+        row |= _interval_columns(f"live_{name}", live.get(name))
+        row[f"holdout_{name}"] = entry["holdout_comparison"][name]["holdout"]
+    for name in ("roc_auc", "brier"):
+        row |= _interval_columns(f"challenger_{name}", challenger.get(name))
+    return {key: _finite(value) for key, value in row.items()}
+
+
+def _interval_columns(prefix: str, figure: dict | None) -> dict:
+    figure = figure or {}
+    return {f"{prefix}{part}": figure.get(key) for part, key in _PARTS}
+
+
+_PARTS = (("", "value"), ("_low", "low"), ("_high", "high"))
+
+
+def _plain(value):
+    """A numpy scalar as the Python value JSON can hold."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _finite(value):
+    """NaN (an undefined figure) as None: SQL NULL, JSON null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _feature_rows(version: str, entry: dict) -> list[dict]:
+    """monitoring_feature rows (without window_id, window_end) of one version's entry."""
+    keep = {c.name for c in predictionlog.MONITORING_FEATURES.columns} - {"window_id", "window_end"}
+    return [
+        {k: _finite(v) for k, v in feature.items() if k in keep} | {"model_version": version}
+        for feature in entry["features"]
+    ]
+
+
+def monitor(
+    settings: Settings,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Monitored:
+    """Drift and live performance of the prediction log's window [since, until) (aware or
+    naive UTC; default: one period of HEART_MLOPS_MONITOR_SCHEDULE ending at `now`, which
+    defaults to the current time), per served version against its own reference.
+
+    Writes the Evidently HTML report of each version and the summary JSON under the window's
+    own prefix in the artifact store (monitoring/<start>_<end>/), one run of the MLflow
+    experiment `monitoring`, and the rows of monitoring_window and monitoring_feature in the
+    log's database. The result summarises the latest version served in the window (the one
+    a retrain would replace); `versions` lists each. An empty window succeeds with "no
+    predictions in window" and triggers nothing.
+
+    HeartMlopsError when a served version has no reference artifact (named), when
+    since >= until; RegistryError, StorageError, SQLAlchemy errors when a store fails."""
+    now = predictionlog.parse_time((now or dt.datetime.now(dt.UTC)).isoformat())
+    default_start, default_end = monitoring.schedule_window(settings.monitor_schedule, now)
+    start = predictionlog.parse_time(since.isoformat()) if since else None
+    end = predictionlog.parse_time(until.isoformat()) if until else now if since else default_end
+    start = start or (end - (default_end - default_start))
+    if start >= end:
+        raise HeartMlopsError(
+            f"--since {start.isoformat()} must be before --until {end.isoformat()}"
+        )
+    engine = predictionlog.create_log_engine(settings.prediction_log_url)
+    predictionlog.migrate(engine)
+    frame = predictionlog.read_log(engine, predictionlog.Window(start, end))
+    champion = frame[frame["role"] == "champion"]
+    challenger = frame[frame["role"] == "challenger"]
+    prefix = storage.join(settings.artifact_store, "monitoring", _window_key(start, end))
+    versions = sorted(champion["model_version"].unique(), key=_version_order)
+    registry.connect(settings)
+    found = [
+        _monitor_version(
+            settings,
+            version,
+            champion[champion["model_version"] == version],
+            challenger[challenger["request_id"].isin(champion["request_id"])],
+        )
+        for version in versions
+    ]
+    entries = []
+    for item in found:
+        uri = None
+        if item["html"] is not None:
+            uri = storage.join(prefix, f"drift-report-v{item['version']}.html")
+            storage.write_bytes(uri, item["html"].encode())
+        entries.append(_version_entry(item, uri))
+    return _conclude(settings, engine, entries, found, (start, end, now), prefix)
+
+
+def _version_order(version: str) -> tuple:
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
+
+
+def _decide(settings: Settings, engine, found: list[dict], window: tuple) -> tuple:
+    """The latest version's drift and the decision on it. -> (DriftSummary, (triggered,
+    reason))"""
+    start, end, now = window
+    if not found:
+        drift = monitoring.not_enough_rows(0, settings.drift_min_rows)
+        drift = dataclasses.replace(drift, reason="no predictions in window")
+        return drift, (False, "no trigger: no predictions in window")
+    drift = found[-1]["drift"]
+    return drift, monitoring.retrain_decision(
+        drift,
+        found[-1]["live"],
+        roc_auc_floor=settings.live_roc_auc_floor,
+        min_outcomes=settings.live_min_outcomes,
+        last_trigger=predictionlog.last_trigger(engine, settings.model_name, (start, end)),
+        now=now,
+        cooldown_hours=settings.retrain_cooldown_hours,
+    )
+
+
+# an empty window is a point on the dashboard too: 0 predictions, no version
+_EMPTY_ENTRY = {
+    "version": "", "rows": 0, "positive_rate": None, "drift_share": None,
+    "dataset_drift": False, "drifted_features": [], "features": [], "live": None,
+    "shadow": None, "report_uri": None,
+    "holdout_comparison": monitoring.holdout_comparison(None, {}),
+}  # fmt: skip
+
+
+def _table_rows(settings: Settings, summary: dict, window: tuple, decision: tuple) -> tuple:
+    """The monitoring_window rows and, for each, its monitoring_feature rows."""
+    entries = summary["versions"] or [_EMPTY_ENTRY | {"drift_reason": summary["drift_reason"]}]
+    written = {"summary_uri": summary["summary_uri"], "mlflow_run_id": summary["mlflow_run_id"]}
+    last = len(entries) - 1
+    windows = [
+        _window_row(settings, entry, window, summarised=index == last, decision=decision) | written
+        for index, entry in enumerate(entries)
+    ]
+    return windows, [_feature_rows(entry["version"], entry) for entry in entries]
+
+
+def _conclude(settings, engine, entries, found, window, prefix) -> Monitored:
+    """The decision on the latest version, the MLflow run, the summary and the table rows."""
+    start, end, _ = window
+    drift, decision = _decide(settings, engine, found, window)
+    latest = entries[-1] if entries else {}
+    live = latest.get("live")
+    summary = {
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "rows": sum(entry["rows"] for entry in entries),
+        "dataset_drift": drift.dataset_drift,
+        "drift_reason": drift.reason,
+        "drift_share": drift.drift_share,
+        "drifted_features": drift.drifted_features,
+        "live": None if live is None else live | {"holdout": latest["holdout_comparison"]},
+        "triggered": decision[0],
+        "trigger_reason": decision[1],
+        "report_uri": latest.get("report_uri"),
+        "summary_uri": storage.join(prefix, "summary.json"),
+        "model_version": latest.get("version"),
+        "versions": entries,
+    }
+    # numpy scalars as Python ones, NaN (an undefined figure) as null
+    summary = json.loads(json.dumps(summary, default=_plain), parse_constant=lambda _: None)
+    summary["mlflow_run_id"] = registry.monitoring_run(
+        settings,
+        f"monitor {_window_key(start, end)}",
+        tags={
+            "window_start": summary["window_start"],
+            "window_end": summary["window_end"],
+            "model_version": summary["model_version"],
+            "triggered": str(decision[0]).lower(),
+        },
+        metrics=_run_metrics(summary),
+        texts={f"drift-report-v{i['version']}.html": i["html"] for i in found if i["html"]},
+        documents={"summary.json": summary},
+    )
+    storage.write_json(summary["summary_uri"], summary)
+    predictionlog.write_monitoring(engine, *_table_rows(settings, summary, window, decision))
+    log.info("monitor %s: %s; %s", _window_key(start, end), drift.reason, decision[1])
+    return Monitored(**{k: summary[k] for k in _MONITORED_FIELDS})
+
+
+_MONITORED_FIELDS = tuple(f.name for f in dataclasses.fields(Monitored))
+
+
+def _run_metrics(summary: dict) -> dict[str, float]:
+    """The summary's numbers as metrics of the monitoring run."""
+    metrics = {"rows": summary["rows"], "drift_share": summary["drift_share"]}
+    for name, figure in (summary["live"] or {}).items():
+        if isinstance(figure, dict) and "value" in figure:
+            metrics[f"live_{name}"] = figure["value"]
+    return metrics
+
+
+def expire_predictions(settings: Settings, *, now: dt.datetime | None = None) -> int:
+    """Delete prediction-log records older than HEART_MLOPS_PREDICTION_LOG_RETENTION_DAYS
+    before `now` (default: the current time), and their outcomes (predictionlog.delete_expired).
+    -> records deleted. SQLAlchemy errors when the database cannot be reached."""
+    engine = predictionlog.create_log_engine(settings.prediction_log_url)
+    predictionlog.migrate(engine)
+    return predictionlog.delete_expired(engine, settings.prediction_log_retention_days, now)

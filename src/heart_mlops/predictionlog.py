@@ -59,6 +59,68 @@ OUTCOMES = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# --- what monitoring writes (heart-mlops monitor): per window and served version, per feature;
+# the only tables Grafana reads (monitoring/grafana/dashboards/model-health.json)
+LIVE_COLUMNS = ("roc_auc", "brier", "calibration_intercept", "calibration_slope")
+
+
+def _with_interval(prefix: str, name: str) -> list[sa.Column]:
+    return [sa.Column(f"{prefix}{name}{part}", sa.Float) for part in ("", "_low", "_high")]
+
+
+MONITORING_WINDOWS = sa.Table(
+    "monitoring_window",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("monitored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),  # "" for an empty window
+    sa.Column("summarised", sa.Boolean, nullable=False),  # the version the summary is about
+    sa.Column("predictions", sa.Integer, nullable=False),  # champion rows of this version
+    sa.Column("outcomes", sa.Integer, nullable=False),  # of them with an outcome fed back
+    sa.Column("positive_rate", sa.Float),  # share predicted disease, all rows
+    sa.Column("drift_share", sa.Float),
+    sa.Column("dataset_drift", sa.Boolean, nullable=False),
+    sa.Column("drift_reason", sa.Text, nullable=False),
+    sa.Column("drifted_features", sa.Text, nullable=False),  # comma-separated, most drifted first
+    *(column for name in LIVE_COLUMNS for column in _with_interval("live_", name)),
+    *(sa.Column(f"holdout_{name}", sa.Float) for name in LIVE_COLUMNS),
+    sa.Column("challenger_version", sa.String(32)),
+    sa.Column("shadow_rows", sa.Integer),  # rows both models scored
+    sa.Column("agreement", sa.Float),  # share of them with the same decision
+    *_with_interval("challenger_", "roc_auc"),
+    *_with_interval("challenger_", "brier"),
+    sa.Column("triggered", sa.Boolean, nullable=False),
+    sa.Column("trigger_reason", sa.Text, nullable=False),
+    sa.Column("report_uri", sa.Text),
+    sa.Column("summary_uri", sa.Text),
+    sa.Column("mlflow_run_id", sa.String(64)),
+    sa.UniqueConstraint("window_start", "window_end", "model_version", name="uq_monitoring_window"),
+)
+MONITORING_FEATURES = sa.Table(
+    "monitoring_feature",
+    metadata,
+    sa.Column(
+        "window_id",
+        sa.Integer,
+        sa.ForeignKey("monitoring_window.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("feature", sa.String(32), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(64)),  # Evidently's test
+    sa.Column("drift_score", sa.Float),  # its score (a p-value for K-S, chi-square, Z)
+    sa.Column("value_drifted", sa.Boolean, nullable=False),
+    sa.Column("missing_share", sa.Float, nullable=False),
+    sa.Column("reference_missing_share", sa.Float, nullable=False),
+    sa.Column("missing_p_value", sa.Float, nullable=False),  # Fisher's exact test
+    sa.Column("missing_drifted", sa.Boolean, nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+)
+
 
 class OutcomeConflict(HeartMlopsError):
     """An outcome is already recorded for this request id (send `replace` to overwrite)."""
@@ -261,8 +323,13 @@ def record_outcome(
     now = dt.datetime.now(dt.UTC)
     row = {"request_id": request_id, "outcome": outcome, "observed_at": observed_at}
     with engine.begin() as connection:
-        inserted = connection.execute(_insert(engine, OUTCOMES), [row | {"recorded_at": now}])
-        if inserted.rowcount == 1:
+        # RETURNING says whether the row went in: rowcount is -1 here with psycopg 3
+        inserted = connection.execute(
+            _insert(engine, OUTCOMES)
+            .values(row | {"recorded_at": now})
+            .returning(OUTCOMES.c.request_id)
+        ).first()
+        if inserted is not None:
             return False
         if not replace:
             raise OutcomeConflict(
@@ -407,3 +474,54 @@ def compare(
             entry[role] = {name: found[name] for name in COMPARED}
         results.append(entry)
     return results
+
+
+def write_monitoring(engine: sa.Engine, windows: list[dict], features: list[list[dict]]) -> None:
+    """Write one monitoring run: `windows` (MONITORING_WINDOWS rows without id, one per served
+    version) and for each its `features` (MONITORING_FEATURES rows without window_id), in one
+    transaction. A window already written (same start, end and version: a rerun) is replaced."""
+    table = MONITORING_WINDOWS
+    with engine.begin() as connection:
+        for window, rows in zip(windows, features, strict=True):
+            same = (
+                (table.c.window_start == _bound(engine, window["window_start"]))
+                & (table.c.window_end == _bound(engine, window["window_end"]))
+                & (table.c.model_version == window["model_version"])
+            )
+            old = sa.select(table.c.id).where(same).scalar_subquery()
+            connection.execute(
+                MONITORING_FEATURES.delete().where(MONITORING_FEATURES.c.window_id == old)
+            )
+            connection.execute(table.delete().where(same))
+            times = {k: _bound(engine, window[k]) for k in ("window_start", "window_end")}
+            times["monitored_at"] = _bound(engine, window["monitored_at"])
+            inserted = connection.execute(table.insert().values(window | times))
+            new_id = inserted.inserted_primary_key[0]
+            if rows:
+                end = times["window_end"]
+                connection.execute(
+                    MONITORING_FEATURES.insert(),
+                    [row | {"window_id": new_id, "window_end": end} for row in rows],
+                )
+
+
+def last_trigger(
+    engine: sa.Engine, model_name: str, other_than: tuple[dt.datetime, dt.datetime]
+) -> dt.datetime | None:
+    """When monitoring last asked to retrain `model_name` (monitored_at of the latest triggered
+    window, aware UTC), leaving out the window `other_than` (start, end): a rerun of a window
+    decides as its first run did. None when never."""
+    table = MONITORING_WINDOWS
+    start, end = (_bound(engine, moment) for moment in other_than)
+    query = sa.select(sa.func.max(table.c.monitored_at)).where(
+        table.c.triggered.is_(True),
+        table.c.model_name == model_name,
+        sa.not_((table.c.window_start == start) & (table.c.window_end == end)),
+    )
+    with engine.connect() as connection:
+        found = connection.execute(query).scalar()
+    if found is None:
+        return None
+    if isinstance(found, str):  # SQLite returns an aggregate's time as text
+        found = dt.datetime.fromisoformat(found)
+    return _utc(found)

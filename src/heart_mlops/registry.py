@@ -23,7 +23,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import RunStatus
+from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
@@ -68,19 +68,61 @@ def configure(settings: Settings) -> str:
     """`connect`, and create the experiment if needed. -> experiment id"""
     connect(settings)
     uri = settings.tracking_uri
-    client = MlflowClient()
     try:
-        experiment = client.get_experiment_by_name(settings.experiment_name)
-        if experiment is not None:
-            experiment_id = experiment.experiment_id
-        else:
-            location = settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:") else None
-            experiment_id = client.create_experiment(
-                settings.experiment_name, artifact_location=location
-            )
+        experiment_id = _experiment_id(settings, settings.experiment_name)
         # runs started with mlflow.start_run() go to this experiment, not "Default"
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow at {_safe_uri(uri)} failed: {exc.message}") from None
+
+
+def _experiment_id(settings: Settings, name: str) -> str:
+    """The id of experiment `name`, created if needed (artifacts under HOME/mlruns when the
+    tracking store is SQLite). MlflowException when MLflow fails."""
+    experiment = client().get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    uri = settings.tracking_uri
+    location = settings.mlflow_artifacts_dir.as_uri() if uri.startswith("sqlite:") else None
+    return client().create_experiment(name, artifact_location=location)
+
+
+MONITORING_EXPERIMENT = "monitoring"
+
+
+def monitoring_run(
+    settings: Settings,
+    name: str,
+    *,
+    tags: dict[str, Any],
+    metrics: dict[str, float],
+    texts: dict[str, str],
+    documents: dict[str, dict],
+) -> str:
+    """One finished run of the `monitoring` experiment (created if needed): this project's
+    `tags`, the finite `metrics`, `texts` (artifact name -> text, e.g. the drift report's
+    HTML) and `documents` (artifact name -> JSON-able dict). -> the run id. RegistryError when
+    MLflow fails."""
+    connect(settings)
+    uri = settings.tracking_uri
+    try:
+        experiment_id = _experiment_id(settings, MONITORING_EXPERIMENT)
+        run_id = client().create_run(experiment_id, run_name=name, tags=tag_names(tags)).info.run_id
+        timestamp = int(time.time() * 1000)
+        finite = [
+            Metric(key, float(value), timestamp, 0)
+            for key, value in metrics.items()
+            if value is not None and math.isfinite(value)
+        ]
+        if finite:
+            client().log_batch(run_id, metrics=finite)
+        for artifact, text in texts.items():
+            client().log_text(run_id, text, artifact)
+        for artifact, document in documents.items():
+            client().log_dict(run_id, document, artifact)
+        client().set_terminated(run_id, "FINISHED")
+        return run_id
     except MlflowException as exc:
         raise RegistryError(f"MLflow at {_safe_uri(uri)} failed: {exc.message}") from None
 

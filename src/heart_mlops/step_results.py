@@ -153,3 +153,6 @@ class Monitored(StepResult):
     report_uri: str | None  # the Evidently HTML report in the artifact store
     summary_uri: str | None  # the JSON summary beside it
     mlflow_run_id: str | None  # the run of the `monitoring` experiment
+    model_version: str | None = None  # the version summarised: the latest served in the window
+    # one entry per version served in the window (version, rows, drift, live, shadow)
+    versions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
