@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from heart_mlops import predictionlog
 from tests.support import debian_tool, free_port, tool
 
 from .conftest import ROOT, run
@@ -28,13 +29,17 @@ PG = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
 
 
 def psql(sql: str, **extra) -> str:
+    return psql_in("postgres", sql, **extra)
+
+
+def psql_in(database: str, sql: str, **extra) -> str:
     result = run(
         [
             debian_tool("psql"),
             "--no-psqlrc",
             "-At",
             "-d",
-            "postgres",
+            database,
             "-v",
             "ON_ERROR_STOP=1",
             "-c",
@@ -128,6 +133,22 @@ def test_postgres_init_script_creates_one_database_per_component(own_databases):
         database = own_databases[f"{prefix}_DB_NAME"]
         query = f"SELECT has_database_privilege('{grafana}', '{database}', 'CONNECT')"
         assert psql(query) == allowed, database
+    # once the prediction log's schema is migrated by its owner, that login reads the
+    # monitoring summaries and not the patient-level log
+    owner, password = (own_databases[f"PREDICTION_LOG_DB_{k}"] for k in ("USER", "PASSWORD"))
+    database = own_databases["PREDICTION_LOG_DB_NAME"]
+    engine = predictionlog.create_log_engine(
+        f"postgresql+psycopg2://{owner}:{password}@127.0.0.1:5432/{database}"
+    )
+    try:
+        predictionlog.migrate(engine)
+    finally:
+        engine.dispose()
+    for table, allowed in (("monitoring_window", "t"), ("monitoring_feature", "t")):
+        query = f"SELECT has_table_privilege('{grafana}', '{table}', 'SELECT')"
+        assert psql_in(database, query) == allowed, table
+    query = f"SELECT has_table_privilege('{grafana}', 'prediction_log', 'SELECT')"
+    assert psql_in(database, query) == "f"
     # passwords never reach a command line: psql reads them from the environment
     assert "DB_PASSWORD}" not in INIT_SCRIPT.read_text().split("<<'SQL'")[0].split("psql")[-1]
 

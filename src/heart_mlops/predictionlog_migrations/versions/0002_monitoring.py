@@ -77,6 +77,10 @@ def upgrade() -> None:
         sa.Column("drifted", sa.Boolean, nullable=False),
     )
     op.create_index("ix_monitoring_feature_window_end", "monitoring_feature", ["window_end"])
+    if op.get_bind().dialect.name == "postgresql":
+        # aggregates only, readable by every role that may connect to this database (the
+        # stack's Grafana login); the patient-level log stays its owner's
+        op.execute("GRANT SELECT ON monitoring_window, monitoring_feature TO PUBLIC")
 
 
 def downgrade() -> None:
