@@ -603,6 +603,73 @@ def log_compare(
         Console().print(table)
 
 
+@app.command()
+def monitor(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Window start, inclusive (ISO 8601; no zone: UTC). Default: one "
+            "period of HEART_MLOPS_MONITOR_SCHEDULE before --until."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Window end, exclusive (ISO 8601). Default: now.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")
+    ] = False,
+):
+    """Drift and live performance of a window of the prediction log, per served version
+    against its own training rows: an Evidently report, the missing-value shares, live
+    ROC-AUC, Brier score and calibration with 95 % intervals once outcomes are fed back, and
+    whether a retrain is asked for (docs/monitoring.md). Writes the report and a summary to
+    the artifact store, a run of the MLflow experiment `monitoring` and the monitoring tables
+    of the log's database."""
+    from heart_mlops import pipeline, predictionlog
+
+    settings = _settings()
+    try:
+        bounds = {}
+        for option, value in (("since", since), ("until", until)):
+            try:
+                bounds[option] = predictionlog.parse_time(value) if value else None
+            except ValueError as exc:
+                raise HeartMlopsError(f"--{option}: {exc}") from None
+        result = pipeline.monitor(settings, **bounds)
+    except Exception as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_xcom()) + "\n")
+        return
+    print_monitored(result)
+
+
+def print_monitored(result) -> None:
+    """A few lines on stdout: the window, drift, live figures, the decision."""
+    lines = [
+        f"window {result.window_start} .. {result.window_end}: {result.rows} rows",
+        f"dataset drift: {str(result.dataset_drift).lower()} ({result.drift_reason})",
+    ]
+    if result.drifted_features:
+        lines.append("drifted features: " + ", ".join(result.drifted_features))
+    if result.live:
+        figures = ("roc_auc", "brier", "calibration_intercept", "calibration_slope")
+        shown = "; ".join(f"{name} {_with_interval(result.live[name])}" for name in figures)
+        lines.append(f"live, {result.live['outcomes']} outcomes: {shown}")
+    lines.append(f"retrain triggered: {str(result.triggered).lower()} ({result.trigger_reason})")
+    if result.report_uri:
+        lines.append(f"report: {result.report_uri}")
+    typer.echo("\n".join(lines))
+
+
+def _with_interval(figure: dict) -> str:
+    """{"value", "low", "high"} (None where undefined) -> '0.812 [0.701, 0.905]'."""
+    value, low, high = (
+        "n/a" if figure[k] is None else f"{figure[k]:.3f}" for k in ("value", "low", "high")
+    )
+    return f"{value} [{low}, {high}]"
+
+
 def _require_free_port(host: str, port: int) -> None:
     """HeartMlopsError naming the address when nothing can listen there (a port in use, an
     address of no interface): checked before uvicorn, which would exit with status 3."""
