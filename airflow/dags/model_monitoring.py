@@ -111,13 +111,13 @@ def request_retrain(monitored: dict):
     waiting = context["ti"].get_dr_count(DAG_ID, states=["running", "queued"])
     if waiting:
         log.warning(
-            "%s has %d run(s) running or queued: the retrain run queues behind them "
-            "(max_active_runs=1)",
+            "%s has %d run(s) running or queued: the request waits in the asset queue and "
+            "its run starts when they end (max_active_runs=1)",
             DAG_ID,
             waiting,
         )
     log.info("retrain requested (%s): %s", RETRAIN_REQUEST.uri, extra)
-    return extra
+    return {"request": extra, "pipeline_runs_ahead": waiting}
 
 
 @dag(

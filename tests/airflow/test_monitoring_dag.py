@@ -180,7 +180,7 @@ def asset_rows(run_id: str | None = None):
 
 
 def states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state.value) for ti in run.get_task_instances()}
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}  # states are str
 
 
 @pytest.mark.airflow
@@ -196,8 +196,21 @@ def test_no_trigger_skips_the_request_and_emits_nothing(metadata, monkeypatch):
 
 @pytest.mark.airflow
 def test_a_trigger_emits_the_request_and_queues_the_pipeline(metadata, monkeypatch):
+    # a pipeline run waiting already (no scheduler runs here, so it stays queued)
+    done = subprocess.run(
+        [str(BIN / "airflow"), "dags", "trigger", DAG_ID],
+        env=metadata,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
     run = run_monitoring(monkeypatch, metadata, monitored(True))
     assert set(states(run).values()) == {"success"}
+    # the request says it waits behind that run
+    returned = run.get_task_instance("request_retrain").xcom_pull(task_ids="request_retrain")
+    assert returned["pipeline_runs_ahead"] == 1
     events, queued = asset_rows(run.run_id)
     assert events == [
         (
