@@ -111,6 +111,9 @@ def replayed(trained, log_url, tmp_path_factory):
             "live_min_outcomes": 30,
         }
     )
+    engine = predictionlog.create_log_engine(log_url)
+    predictionlog.migrate(engine)  # as `heart-mlops serve` does before its workers start
+    engine.dispose()
     with serving(settings) as url:
         start = dt.datetime.now(UTC)
         _replay(url, holdout_stream())

@@ -104,12 +104,16 @@ def missing_shift(current: pd.DataFrame, reference: pd.DataFrame, name: str) -> 
     return now_missing / n_now, ref_missing / n_ref, float(fisher_exact(table).pvalue)
 
 
-def drift_report(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[dict[str, dict], str]:
+def drift_report(
+    current: pd.DataFrame, reference: pd.DataFrame, share_threshold: float = 0.5
+) -> tuple[dict[str, dict], str]:
     """Evidently's data-drift preset over the features of `current` (the window's rows) that
     have a value in both frames, against `reference`; both: DataFrames with the 13 FEATURES as
     float columns, NaN = missing. -> ({feature: {"method", "drift_score", "threshold",
-    "drifted"}}, the report as a self-contained HTML page). Evidently chooses each test by
-    column type and row count (K-S / chi-square / Z below 1000 reference rows)."""
+    "drifted"}}, the report as a self-contained HTML page, whose headline applies
+    `share_threshold` to Evidently's tests alone: the missing-share tests are not in it).
+    Evidently chooses each test by column type and row count (K-S / chi-square / Z below 1000
+    reference rows)."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's usage telemetry: off
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -119,7 +123,8 @@ def drift_report(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[dict[s
         numerical_columns=[n for n in columns if n in NUMERICAL],
         categorical_columns=[n for n in columns if n in CATEGORICAL],
     )
-    report = Report([DataDriftPreset(columns=columns)], include_tests=True)
+    preset = DataDriftPreset(columns=columns, drift_share=share_threshold)
+    report = Report([preset], include_tests=True)
     snapshot = report.run(
         Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
         Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),

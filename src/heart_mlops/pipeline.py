@@ -644,7 +644,7 @@ def _monitor_version(settings: Settings, version: str, rows, challenger_rows) ->
     html = None
     if len(rows) >= settings.drift_min_rows:
         current, reference = _used_features(rows), reference.loc[:, list(FEATURES)].astype(float)
-        tested, html = monitoring.drift_report(current, reference)
+        tested, html = monitoring.drift_report(current, reference, settings.drift_share_threshold)
         drift = monitoring.summarise_drift(
             monitoring.feature_drift(current, reference, tested),
             len(rows),
@@ -818,28 +818,53 @@ def _version_order(version: str) -> tuple:
     return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
 
 
-def _conclude(settings, engine, entries, found, window, prefix) -> Monitored:
-    """The decision on the latest version, the MLflow run, the summary and the table rows."""
+def _decide(settings: Settings, engine, found: list[dict], window: tuple) -> tuple:
+    """The latest version's drift and the decision on it. -> (DriftSummary, (triggered,
+    reason))"""
     start, end, now = window
-    latest = entries[-1] if entries else None
-    if latest is None:
-        decision = (False, "no trigger: no predictions in window")
+    if not found:
         drift = monitoring.not_enough_rows(0, settings.drift_min_rows)
         drift = dataclasses.replace(drift, reason="no predictions in window")
-    else:
-        drift = found[-1]["drift"]
-        decision = monitoring.retrain_decision(
-            drift,
-            latest["live"],
-            roc_auc_floor=settings.live_roc_auc_floor,
-            min_outcomes=settings.live_min_outcomes,
-            last_trigger=predictionlog.last_trigger(engine, settings.model_name, (start, end)),
-            now=now,
-            cooldown_hours=settings.retrain_cooldown_hours,
-        )
-    live = None
-    if latest is not None and latest["live"] is not None:
-        live = latest["live"] | {"holdout": latest["holdout_comparison"]}
+        return drift, (False, "no trigger: no predictions in window")
+    drift = found[-1]["drift"]
+    return drift, monitoring.retrain_decision(
+        drift,
+        found[-1]["live"],
+        roc_auc_floor=settings.live_roc_auc_floor,
+        min_outcomes=settings.live_min_outcomes,
+        last_trigger=predictionlog.last_trigger(engine, settings.model_name, (start, end)),
+        now=now,
+        cooldown_hours=settings.retrain_cooldown_hours,
+    )
+
+
+# an empty window is a point on the dashboard too: 0 predictions, no version
+_EMPTY_ENTRY = {
+    "version": "", "rows": 0, "positive_rate": None, "drift_share": None,
+    "dataset_drift": False, "drifted_features": [], "features": [], "live": None,
+    "shadow": None, "report_uri": None,
+    "holdout_comparison": monitoring.holdout_comparison(None, {}),
+}  # fmt: skip
+
+
+def _table_rows(settings: Settings, summary: dict, window: tuple, decision: tuple) -> tuple:
+    """The monitoring_window rows and, for each, its monitoring_feature rows."""
+    entries = summary["versions"] or [_EMPTY_ENTRY | {"drift_reason": summary["drift_reason"]}]
+    written = {"summary_uri": summary["summary_uri"], "mlflow_run_id": summary["mlflow_run_id"]}
+    last = len(entries) - 1
+    windows = [
+        _window_row(settings, entry, window, summarised=index == last, decision=decision) | written
+        for index, entry in enumerate(entries)
+    ]
+    return windows, [_feature_rows(entry["version"], entry) for entry in entries]
+
+
+def _conclude(settings, engine, entries, found, window, prefix) -> Monitored:
+    """The decision on the latest version, the MLflow run, the summary and the table rows."""
+    start, end, _ = window
+    drift, decision = _decide(settings, engine, found, window)
+    latest = entries[-1] if entries else {}
+    live = latest.get("live")
     summary = {
         "window_start": start.isoformat(),
         "window_end": end.isoformat(),
@@ -848,12 +873,12 @@ def _conclude(settings, engine, entries, found, window, prefix) -> Monitored:
         "drift_reason": drift.reason,
         "drift_share": drift.drift_share,
         "drifted_features": drift.drifted_features,
-        "live": live,
+        "live": None if live is None else live | {"holdout": latest["holdout_comparison"]},
         "triggered": decision[0],
         "trigger_reason": decision[1],
-        "report_uri": latest["report_uri"] if latest else None,
+        "report_uri": latest.get("report_uri"),
         "summary_uri": storage.join(prefix, "summary.json"),
-        "model_version": latest["version"] if latest else None,
+        "model_version": latest.get("version"),
         "versions": entries,
     }
     # numpy scalars as Python ones, NaN (an undefined figure) as null
@@ -872,23 +897,7 @@ def _conclude(settings, engine, entries, found, window, prefix) -> Monitored:
         documents={"summary.json": summary},
     )
     storage.write_json(summary["summary_uri"], summary)
-    windows = [
-        _window_row(settings, entry, window, summarised=entry is latest, decision=decision)
-        | {"summary_uri": summary["summary_uri"], "mlflow_run_id": summary["mlflow_run_id"]}
-        for entry in summary["versions"]
-    ]
-    features = [_feature_rows(entry["version"], entry) for entry in summary["versions"]]
-    if not windows:  # an empty window is a point on the dashboard too: 0 predictions
-        empty = {"version": "", "rows": 0, "positive_rate": None, "drift_share": None,
-                 "dataset_drift": False, "drift_reason": drift.reason, "drifted_features": [],
-                 "live": None, "shadow": None, "report_uri": None,
-                 "holdout_comparison": monitoring.holdout_comparison(None, {})}  # fmt: skip
-        windows = [
-            _window_row(settings, empty, window, summarised=True, decision=decision)
-            | {"summary_uri": summary["summary_uri"], "mlflow_run_id": summary["mlflow_run_id"]}
-        ]
-        features = [[]]
-    predictionlog.write_monitoring(engine, windows, features)
+    predictionlog.write_monitoring(engine, *_table_rows(settings, summary, window, decision))
     log.info("monitor %s: %s; %s", _window_key(start, end), drift.reason, decision[1])
     return Monitored(**{k: summary[k] for k in _MONITORED_FIELDS})
 

@@ -323,8 +323,13 @@ def record_outcome(
     now = dt.datetime.now(dt.UTC)
     row = {"request_id": request_id, "outcome": outcome, "observed_at": observed_at}
     with engine.begin() as connection:
-        inserted = connection.execute(_insert(engine, OUTCOMES), [row | {"recorded_at": now}])
-        if inserted.rowcount == 1:
+        # RETURNING says whether the row went in: rowcount is -1 here with psycopg 3
+        inserted = connection.execute(
+            _insert(engine, OUTCOMES)
+            .values(row | {"recorded_at": now})
+            .returning(OUTCOMES.c.request_id)
+        ).first()
+        if inserted is not None:
             return False
         if not replace:
             raise OutcomeConflict(
