@@ -393,10 +393,11 @@ def replayed(finished_run):
     outcomes fed back. -> {"holdout": (start, end), "shifted": (start, end)}: the windows."""
     from pydantic import SecretStr
 
+    from heart_mlops import predictionlog
     from heart_mlops.settings import Settings
-    from tests.api.conftest import TOKEN, serving
+    from tests.api.conftest import serving
     from tests.monitoring_streams import HOLDOUT_ROWS, holdout_stream, shifted_stream
-    from tests.test_monitoring import _replay, _wait_for_log
+    from tests.test_monitoring import TOKEN, _replay, _wait_for_log
 
     rendered = finished_run["rendered"]
     settings = Settings(
@@ -408,6 +409,8 @@ def replayed(finished_run):
         **FAST_PROFILE,
         **MONITOR_SETTINGS,
     )
+    # the schema first, as `heart-mlops serve` migrates before its workers start
+    predictionlog.migrate(predictionlog.create_log_engine(settings.prediction_log_url))
     windows = {}
     with serving(settings) as url:
         for name, stream in (("holdout", holdout_stream()), ("shifted", shifted_stream())):
