@@ -1,6 +1,7 @@
 """Time `heart-mlops monitor` on one window of 10 000 logged rows, Evidently's import apart.
 
-    python benchmarks/bench_monitor.py --home .bench-monitor [--rows 10000] [--outcomes 2000]
+    python benchmarks/bench_monitor.py [--home .heart-mlops/bench-monitor] [--rows 10000]
+        [--outcomes 2000]
 
 Trains a champion into HOME once (a small profile: 3-fold CV, no tuning) unless one is there,
 then writes `--rows` champion rows (the shifted test stream's patients, drawn again, scored by
@@ -104,7 +105,7 @@ def timed(function, *args, **kwargs) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--home", type=Path, default=Path(".bench-monitor"))
+    parser.add_argument("--home", type=Path, default=Path(".heart-mlops/bench-monitor"))
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--outcomes", type=int, default=2_000)
     options = parser.parse_args()

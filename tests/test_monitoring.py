@@ -322,6 +322,15 @@ def test_the_challenger_is_compared_on_the_rows_both_scored():
     assert found["champion"]["roc_auc"]["value"] > found["challenger"]["roc_auc"]["value"]
     assert found["challenger"]["outcomes"] == 150
     assert monitoring.shadow_comparison(champion, challenger.iloc[:0], samples=10, seed=1) is None
+    # the challenger scored every row: the champion's own live figures are the same figures
+    everything = champion.assign(model_version="3")
+    live = monitoring.live_metrics(y, champion["probability"].to_numpy(), 0.5, samples=100, seed=1)
+    reused = monitoring.shadow_comparison(
+        champion, everything, samples=100, seed=1, champion_live=live
+    )
+    assert reused["champion"] is live
+    computed = monitoring.shadow_comparison(champion, everything, samples=100, seed=1)
+    assert json.dumps(computed["champion"], sort_keys=True) == json.dumps(live, sort_keys=True)
 
 
 def test_expired_predictions_are_deleted(tmp_path):

@@ -265,12 +265,19 @@ def holdout_comparison(live: dict[str, Any] | None, holdout: dict[str, float]) -
 
 
 def shadow_comparison(
-    champion: pd.DataFrame, challenger: pd.DataFrame, *, samples: int, seed: int
+    champion: pd.DataFrame,
+    challenger: pd.DataFrame,
+    *,
+    samples: int,
+    seed: int,
+    champion_live: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The challenger beside the champion on the rows both scored (prediction-log rows of each
     role, joined on request_id). -> {"challenger_version", "rows", "agreement" (share of rows
     with the same decision, each model at its own threshold), "champion": live_metrics,
-    "challenger": live_metrics} over the joined rows with an outcome; None without such rows."""
+    "challenger": live_metrics} over the joined rows with an outcome; None without such rows.
+    `champion_live`: live_metrics of all of `champion`'s rows with an outcome, reused when the
+    challenger scored every one of them (the same rows in the same order: the same figures)."""
     both = champion.merge(challenger, on="request_id", suffixes=("", "_challenger"))
     if both.empty:
         return None
@@ -282,7 +289,11 @@ def shadow_comparison(
         "rows": len(both),
         "agreement": agreement,
     }
+    reuse = champion_live is not None and len(scored) == champion["outcome"].notna().sum()
     for role, suffix in (("champion", ""), ("challenger", "_challenger")):
+        if role == "champion" and reuse:
+            result[role] = champion_live
+            continue
         threshold = float(both[f"threshold{suffix}"].iloc[-1])
         p = scored[f"probability{suffix}"].to_numpy(dtype=float)
         result[role] = live_metrics(y, p, threshold, samples=samples, seed=seed)

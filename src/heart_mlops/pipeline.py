@@ -663,7 +663,11 @@ def _monitor_version(settings: Settings, version: str, rows, challenger_rows) ->
         seed=settings.seed,
     )
     shadow = monitoring.shadow_comparison(
-        rows, challenger_rows, samples=settings.bootstrap_samples, seed=settings.seed
+        rows,
+        challenger_rows,
+        samples=settings.bootstrap_samples,
+        seed=settings.seed,
+        champion_live=live,
     )
     return {
         "version": version,
