@@ -411,6 +411,19 @@ def test_pipeline_run_is_reused_for_the_same_run_key(connected):
     )
 
 
+def test_pipeline_run_says_why_it_runs(connected):
+    trigger = {
+        "triggered_by": "asset_triggered",
+        "trigger_reason": "data drift: drift share 0.46 >= 0.3 (age, cp)",
+        "trigger_report_uri": "s3://data/monitoring/w/drift-report-v1.html",
+    }
+    key = f"asset_triggered__{uuid.uuid4().hex}"
+    run_id = registry.pipeline_run(connected.experiment_id, key, "data/heart.csv", False, trigger)
+    tags = registry.untagged(registry.client().get_run(run_id).data.tags)
+    assert {name: tags[name] for name in trigger} == trigger
+    assert tags["pipeline_run"] == key
+
+
 def test_mark_failed_fails_the_run_and_keeps_the_message(connected):
     run_id = registry.pipeline_run(
         connected.experiment_id, f"failing__{uuid.uuid4().hex}", "s", False

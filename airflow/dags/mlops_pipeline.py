@@ -5,6 +5,10 @@ Every task builds settings from the environment (so a Celery worker uses its own
 settings) with the run's params over them, and passes its step's result through XCom as a
 small dict; data and models move through the artifact store under the run's own prefix.
 A candidate added to model_params.yaml adds its train/evaluate pair.
+
+Scheduled on its cron (HEART_MLOPS_DAG_SCHEDULE) or on a retrain request of model_monitoring
+(the asset `heart_mlops.graph.RETRAIN_ASSET_URI`), whichever comes first; the run's MLflow tags
+say which.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from datetime import timedelta
 from typing import get_args
 
 import yaml
-from airflow.sdk import CronTriggerTimetable, Param, Variable, dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, Param, Variable, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from heart_mlops.errors import DataError
-from heart_mlops.graph import DAG_ID, task_id, wire
+from heart_mlops.graph import DAG_ID, IO_RETRIES, cron_timetable, retrain_asset, task_id, wire
 from heart_mlops.settings import SelectionMetric, Settings
 from heart_mlops.step_results import (
     Evaluated,
@@ -31,13 +35,6 @@ from heart_mlops.step_results import (
     Tuned,
 )
 
-# storage and MLflow calls: a server restart should not fail the run
-IO_RETRIES = {
-    "retries": 3,
-    "retry_delay": timedelta(seconds=10),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=5),
-}
 COMPUTE_RETRIES = {"retries": 1, "retry_delay": timedelta(seconds=30)}
 
 log = logging.getLogger(__name__)
@@ -46,15 +43,33 @@ _settings_at_parse = Settings()
 CANDIDATES = list(yaml.safe_load(_settings_at_parse.model_params_path.read_text())["candidates"])
 
 
-def _timetable(schedule: str | None):
-    """A cron schedule that waits for its next tick when the DAG is unpaused.
+def _schedule(setting: str | None):
+    """The setting's cron timetable or a retrain request of model_monitoring, whichever comes
+    first; the request alone when the setting is none."""
+    timetable = cron_timetable(setting)
+    if timetable is None:
+        return [retrain_asset()]
+    if isinstance(timetable, str):  # @once, @continuous: Airflow's own, not combined
+        return timetable
+    return AssetOrTimeSchedule(timetable=timetable, assets=[retrain_asset()])
 
-    Airflow's default for a cron string (`run_immediately=False`) still runs the last tick at
-    once if it is younger than a tenth of the period: 2.4 h after midnight for `@daily`.
-    """
-    if schedule is None or schedule in ("@once", "@continuous"):
-        return schedule
-    return CronTriggerTimetable(schedule, timezone="UTC", run_immediately=timedelta(0))
+
+def run_trigger(run_type: str, events: list) -> dict[str, str]:
+    """Why a DAG run runs, as MLflow tags: `triggered_by` (the run type: scheduled, manual,
+    asset_triggered, ...) and, for a retrain request, the latest request's `trigger_reason`,
+    `trigger_report_uri`, `trigger_window` and the monitoring run that asked
+    (`trigger_requested_by`, dag id/run id).
+    `events`: the run's triggering asset events (objects with `extra` and `source_run_id`)."""
+    trigger = {"triggered_by": str(getattr(run_type, "value", run_type))}
+    if events:
+        latest = max(events, key=lambda event: event.timestamp)
+        extra = latest.extra or {}
+        for key in ("reason", "report_uri", "window"):
+            if extra.get(key):
+                trigger[f"trigger_{key}"] = str(extra[key])
+        if latest.source_run_id:
+            trigger["trigger_requested_by"] = f"{latest.source_dag_id}/{latest.source_run_id}"
+    return trigger
 
 
 def _settings() -> Settings:
@@ -93,12 +108,16 @@ def extract_data():
 
     context = get_current_context()
     params = context["params"]
+    events = [e for found in context["triggering_asset_events"].values() for e in found]
+    trigger = run_trigger(context["dag_run"].run_type, events)
+    log.info("run %s: %s", context["run_id"], trigger)
     with _fail_at_once_on_bad_data():
         return pipeline.extract_data(
             _settings(),
             run_key=context["run_id"],
             data_uri=params["data_uri"],
             synthetic=params["synthetic"],
+            trigger=trigger,
         ).to_xcom()
 
 
@@ -186,8 +205,9 @@ class _Tasks:
 @dag(
     dag_id=DAG_ID,
     description="Extract, validate, train candidates in parallel, select, tune, register.",
-    # no start_date: unpausing waits for the next scheduled time instead of running at once
-    schedule=_timetable(_settings_at_parse.dag_schedule),
+    # no start_date: unpausing waits for the next scheduled time instead of running at once;
+    # a retrain request queues a run at once (behind a running one: max_active_runs=1)
+    schedule=_schedule(_settings_at_parse.dag_schedule),
     catchup=False,
     max_active_runs=1,
     tags=["heart-mlops"],

@@ -102,9 +102,16 @@ def _read_source(settings: Settings, source: str, synthetic: bool) -> bytes:
 
 
 def extract_data(
-    settings: Settings, *, run_key: str, data_uri: str | None = None, synthetic: bool = False
+    settings: Settings,
+    *,
+    run_key: str,
+    data_uri: str | None = None,
+    synthetic: bool = False,
+    trigger: dict[str, str] | None = None,
 ) -> Extracted:
     """Copy the source data (or seeded synthetic data, only when asked) into the run's prefix.
+    `trigger`: why the run runs (e.g. {"triggered_by": "asset_triggered", "trigger_reason":
+    ...}), tags of the pipeline's parent MLflow run.
 
     DataError when the source does not exist; StorageError when the store fails."""
     experiment_id = registry.configure(settings)
@@ -113,7 +120,7 @@ def extract_data(
     prefix = storage.join(settings.artifact_store, "runs", _safe_key(run_key))
     storage.ensure_bucket_of(prefix)
     raw_uri = storage.write_bytes(storage.join(prefix, "raw", "data.csv"), raw)
-    parent = registry.pipeline_run(experiment_id, run_key, source, synthetic)
+    parent = registry.pipeline_run(experiment_id, run_key, source, synthetic, trigger)
     log.info("extracted %d bytes from %s to %s", len(raw), source, raw_uri)
     return Extracted(
         run_key=run_key,

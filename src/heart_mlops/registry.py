@@ -292,8 +292,15 @@ def untagged(tags: dict[str, str]) -> dict[str, str]:
 # --- runs: the pipeline's parent run and one run per step ------------------------------------
 
 
-def pipeline_run(experiment_id: str, run_key: str, source: str, synthetic: bool) -> str:
+def pipeline_run(
+    experiment_id: str,
+    run_key: str,
+    source: str,
+    synthetic: bool,
+    trigger: dict[str, str] | None = None,
+) -> str:
     """The pipeline's parent MLflow run, found by its run key or created. -> MLflow run id.
+    `trigger`: more of this project's tags, saying why the run runs.
 
     A rerun of the same pipeline run (an Airflow retry) reuses the run and marks it RUNNING.
     """
@@ -311,6 +318,7 @@ def pipeline_run(experiment_id: str, run_key: str, source: str, synthetic: bool)
         "source": source,
         "synthetic": str(synthetic).lower(),
         "code_version": __version__,
+        **(trigger or {}),
     }
     run = client().create_run(experiment_id, run_name=f"pipeline {run_key}", tags=tag_names(tags))
     return run.info.run_id

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from heart_mlops.errors import DataError
+from heart_mlops.graph import retrain_asset
 from heart_mlops.settings import Settings
 from heart_mlops.step_results import Registered
 
@@ -77,18 +78,37 @@ def test_dependencies(dag):
     assert {t.task_id for t in dag.leaves} == {"register_model"}
 
 
+def retrain_requests(timetable) -> list[str]:
+    """The URIs of the assets a timetable is scheduled on."""
+    return [asset.uri for asset in timetable.asset_condition.objects]
+
+
 def test_schedule_and_run_limits(dag):
-    assert scheduler_timetable(dag).summary == "0 0 * * *"  # the default setting, @daily
+    """The cron of the setting (@daily by default) or model_monitoring's retrain request."""
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    timetable = scheduler_timetable(dag)
+    assert isinstance(timetable, AssetOrTimeSchedule)
+    assert timetable.summary == "Asset or 0 0 * * *"
+    assert isinstance(timetable.timetable, CronTriggerTimetable)
+    assert retrain_requests(timetable) == [retrain_asset().uri]
+    assert retrain_asset().uri == "heart://retrain-request/"  # as Airflow normalises it
     assert dag.catchup is False
     assert dag.max_active_runs == 1
 
 
 @pytest.mark.parametrize(
-    ("value", "summary"), [("@hourly", "0 * * * *"), ("30 4 * * 1", "30 4 * * 1"), ("none", "None")]
+    ("value", "summary"),
+    [("@hourly", "Asset or 0 * * * *"), ("30 4 * * 1", "Asset or 30 4 * * 1"), ("none", "Asset")],
 )
 def test_schedule_is_a_setting(monkeypatch, value, summary):
     dag = load_dag(monkeypatch, HEART_MLOPS_DAG_SCHEDULE=value)
-    assert scheduler_timetable(dag).summary == summary
+    timetable = scheduler_timetable(dag)
+    assert timetable.summary == summary
+    # with no cron the retrain request alone starts it
+    assert retrain_requests(timetable) == [retrain_asset().uri]
+    assert timetable.can_be_scheduled is True
 
 
 @pytest.mark.parametrize("minutes_after_midnight", [1, 30, 140])
@@ -105,6 +125,52 @@ def test_unpausing_waits_for_the_next_tick(dag, monkeypatch, minutes_after_midni
         restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
     )
     assert first.run_after == pendulum.datetime(2026, 11, 30, tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("run_type", "events", "expected"),
+    [
+        ("scheduled", [], {"triggered_by": "scheduled"}),
+        ("manual", [], {"triggered_by": "manual"}),
+        (
+            "asset_triggered",
+            [
+                ({"reason": "data drift: old"}, "2026-11-30T10:00:00+00:00"),
+                (
+                    {"reason": "data drift: 0.46 >= 0.3 (age, cp)", "report_uri": "s3://r.html"},
+                    "2026-11-30T11:00:00+00:00",
+                ),
+            ],
+            {
+                "triggered_by": "asset_triggered",
+                "trigger_reason": "data drift: 0.46 >= 0.3 (age, cp)",
+                "trigger_report_uri": "s3://r.html",
+                "trigger_requested_by": "model_monitoring/run-2026-11-30T11:00:00+00:00",
+            },
+        ),
+    ],
+)
+def test_the_run_says_why_it_runs(dag, run_type, events, expected):
+    """The latest retrain request's extra, as the task context gives the asset events."""
+    from datetime import datetime
+
+    from airflow.sdk.api.datamodels._generated import AssetEventDagRunReference
+
+    module = dag_module(dag)
+    references = [
+        AssetEventDagRunReference(
+            asset={"name": "retrain_request", "uri": retrain_asset().uri, "extra": {}},
+            extra=extra,
+            source_task_id="request_retrain",
+            source_dag_id="model_monitoring",
+            source_run_id=f"run-{when}",
+            source_map_index=-1,
+            source_aliases=[],
+            timestamp=datetime.fromisoformat(when),
+        )
+        for extra, when in events
+    ]
+    assert module.run_trigger(run_type, references) == expected
 
 
 def test_params_for_trigger_with_config(dag):

@@ -104,11 +104,14 @@ class FakeClient:
 
     def __init__(self, states: list[str], polls: list[list[dict]]):
         self.states, self.polls = iter(states), iter(polls)
+        self.dags: set[str] = set()  # the DAG ids asked about
 
-    def run_state(self, run_id: str) -> str:
+    def run_state(self, run_id: str, dag_id: str) -> str:
+        self.dags.add(dag_id)
         return next(self.states)
 
-    def task_instances(self, run_id: str) -> list[dict]:
+    def task_instances(self, run_id: str, dag_id: str) -> list[dict]:
+        self.dags.add(dag_id)
         return next(self.polls)
 
 
@@ -130,6 +133,13 @@ def test_follow_run_reports_each_finished_task_once_in_order_of_end():
 
     assert state == "failed"
     assert [ti["task_id"] for ti in reported] == ["a", "b", "c", "d"]
+    assert client.dags == {"mlops_pipeline"}
+
+
+def test_follow_run_follows_the_dag_it_is_given():
+    client = FakeClient(["success"], [[_ti("monitor", "success", "2025-01-01T00:01")]])
+    assert follow_run(client, "run-1", 60, interval=0, dag_id="model_monitoring") == "success"
+    assert client.dags == {"model_monitoring"}
 
 
 def test_follow_run_gives_up_after_the_timeout():

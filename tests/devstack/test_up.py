@@ -83,7 +83,8 @@ class ParsingClient:
     def __init__(self, loaded: bool, errors: list[str]):
         self.loaded, self.errors = loaded, errors
 
-    def dag_loaded(self) -> bool:
+    def dag_loaded(self, dag_id: str) -> bool:
+        self.asked = dag_id
         return self.loaded
 
     def import_errors(self) -> list[str]:
@@ -92,6 +93,9 @@ class ParsingClient:
 
 def test_dag_ready_once_parsed_and_an_error_when_it_failed_to_import():
     assert stack._dag_ready(ParsingClient(True, ["ignored"])) is True
+    client = ParsingClient(True, [])
+    assert stack._dag_ready(client, "model_monitoring") is True
+    assert client.asked == "model_monitoring"
     assert stack._dag_ready(ParsingClient(False, [])) is False
     with pytest.raises(StackError, match="the DAG failed to import:\ndags/x.py: boom"):
         stack._dag_ready(ParsingClient(False, ["dags/x.py: boom"]))

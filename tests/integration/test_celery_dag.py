@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import subprocess
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from heart_mlops.devstack import stack_env
 from heart_mlops.devstack.airflow_client import AirflowClient, admin_password, follow_run
 from heart_mlops.devstack.processes import Children, http_ok, wait_for
 from heart_mlops.devstack.services import BIN, DAGS_FOLDER, mlflow_server_command
-from heart_mlops.graph import DAG_ID
+from heart_mlops.graph import DAG_ID, MONITOR_DAG_ID, retrain_asset
 from heart_mlops.settings import PROJECT_ROOT
 from tests.conftest import FAST_PROFILE
 from tests.support import free_port, rclone_s3_command
@@ -37,6 +37,7 @@ REDIS = ("127.0.0.1", 6379)
 STARTUP_TIMEOUT = 240
 RUN_TIMEOUT = 900
 FAST_ENV = {f"HEART_MLOPS_{key.upper()}": str(value) for key, value in FAST_PROFILE.items()}
+MONITOR_SETTINGS = {"drift_min_rows": 50, "live_min_outcomes": 30}
 VARIABLES = (
     "best_model_type",
     "best_model_tuning_label",
@@ -73,6 +74,8 @@ def celery_stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("celery-stack")
     suffix = secrets.token_hex(4)
     airflow_db, mlflow_db = f"heart_test_airflow_{suffix}", f"heart_test_mlflow_{suffix}"
+    log_db = f"heart_test_predlog_{suffix}"
+    log_url = f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{log_db}"
     ports = {
         "api": free_port(),
         "logs": free_port(),
@@ -121,8 +124,13 @@ def celery_stack(tmp_path_factory):
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        # the test triggers its own run; a daily tick falling inside it would start a second one
+        # the test triggers its own runs; a tick falling inside one would start a second one
         "HEART_MLOPS_DAG_SCHEDULE": "none",
+        "HEART_MLOPS_MONITOR_SCHEDULE": "none",
+        # the prediction log the replayed API writes; streams of 61 rows are enough to drift
+        "HEART_MLOPS_PREDICTION_LOG_URI": log_url,
+        "HEART_MLOPS_DRIFT_MIN_ROWS": str(MONITOR_SETTINGS["drift_min_rows"]),
+        "HEART_MLOPS_LIVE_MIN_OUTCOMES": str(MONITOR_SETTINGS["live_min_outcomes"]),
     }
     dirs = {name: root / name for name in ("server", "worker", "worker-tmp", "s3", "mlflow")}
     for path in dirs.values():
@@ -142,7 +150,7 @@ def celery_stack(tmp_path_factory):
     created_dbs: list[str] = []
     patch = pytest.MonkeyPatch()
     try:
-        for db in (airflow_db, mlflow_db):
+        for db in (airflow_db, mlflow_db, log_db):
             postgres(f'CREATE DATABASE "{db}"')
             created_dbs.append(db)
         s3 = children.start(
@@ -223,19 +231,22 @@ def celery_stack(tmp_path_factory):
             alive=children.check,
         )
         client.password = admin_password(dirs["server"]) or ""
-        wait_for(
-            client.dag_loaded,
-            STARTUP_TIMEOUT,
-            "the DAG to be parsed",
-            interval=3,
-            alive=children.check,
-        )
+        for dag_id in (DAG_ID, MONITOR_DAG_ID):
+            wait_for(
+                lambda dag_id=dag_id: client.dag_loaded(dag_id),
+                STARTUP_TIMEOUT,
+                f"the DAG {dag_id} to be parsed",
+                interval=3,
+                alive=children.check,
+            )
         yield {
             "client": client,
             "rendered": rendered,
             "queue": queue,
             "source": source,
             "children": children,
+            "log_url": log_url,
+            "root": root,
         }
     finally:
         patch.undo()
@@ -370,3 +381,124 @@ def test_invalid_data_fails_at_preprocess_without_retries_and_keeps_the_champion
     assert mlflow.get_model_version_by_alias(name, "champion").version == champion
     assert len(mlflow.search_model_versions(f"name = '{name}'")) == versions
     assert {key: client.variable(key) for key in VARIABLES} == variables
+
+
+# --- model_monitoring: streams replayed through the API, drift asks mlops_pipeline to run ----
+
+
+@pytest.fixture(scope="module")
+def replayed(finished_run):
+    """The holdout-like stream, then the shifted one, sent through the API (served in this
+    process on the stack's MLflow champion, logging to the stack's PostgreSQL prediction log),
+    outcomes fed back. -> {"holdout": (start, end), "shifted": (start, end)}: the windows."""
+    from pydantic import SecretStr
+
+    from heart_mlops import predictionlog
+    from heart_mlops.settings import Settings
+    from tests.api.conftest import serving
+    from tests.monitoring_streams import HOLDOUT_ROWS, holdout_stream, shifted_stream
+    from tests.test_monitoring import TOKEN, _replay, _wait_for_log
+
+    rendered = finished_run["rendered"]
+    settings = Settings(
+        home=finished_run["root"] / "api",
+        mlflow_tracking_uri=rendered["MLFLOW_TRACKING_URI"],
+        artifact_store_uri=rendered["HEART_MLOPS_ARTIFACT_STORE_URI"],
+        prediction_log_uri=finished_run["log_url"],
+        api_token=SecretStr(TOKEN),
+        **FAST_PROFILE,
+        **MONITOR_SETTINGS,
+    )
+    # the schema first, as `heart-mlops serve` migrates before its workers start
+    predictionlog.migrate(predictionlog.create_log_engine(settings.prediction_log_url))
+    windows = {}
+    with serving(settings) as url:
+        for name, stream in (("holdout", holdout_stream()), ("shifted", shifted_stream())):
+            start = datetime.now(UTC)
+            _replay(url, stream)
+            windows[name] = (start, datetime.now(UTC) + timedelta(milliseconds=1))
+        _wait_for_log(finished_run["log_url"], 2 * HOLDOUT_ROWS)
+    return windows
+
+
+def _monitor(finished_run, window) -> dict:
+    """A model_monitoring run over `window` on the Celery worker, followed to its end.
+    -> {"run_id", "state", "tasks": task id -> state, "monitored": the monitor task's XCom}"""
+    client = finished_run["client"]
+    client.unpause(MONITOR_DAG_ID)  # triggered only: its schedule is none here
+    since, until = (moment.isoformat() for moment in window)
+    run_id = client.trigger({"since": since, "until": until}, dag_id=MONITOR_DAG_ID)
+    state = follow_run(
+        client, run_id, RUN_TIMEOUT, alive=finished_run["children"].check, dag_id=MONITOR_DAG_ID
+    )
+    tasks = {ti["task_id"]: ti["state"] for ti in client.task_instances(run_id, MONITOR_DAG_ID)}
+    path = f"/api/v2/dags/{MONITOR_DAG_ID}/dagRuns/{run_id}/taskInstances/monitor"
+    xcom = client._request("GET", f"{path}/xcomEntries/return_value?deserialize=true")
+    return {"run_id": run_id, "state": state, "tasks": tasks, "monitored": xcom["value"]}
+
+
+def _retrain_requests(client) -> list[dict]:
+    found = client._request("GET", f"/api/v2/assets/events?source_dag_id={MONITOR_DAG_ID}")
+    return found["asset_events"]
+
+
+def _asset_triggered_runs(client) -> list[dict]:
+    found = client._request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=asset_triggered")
+    return found["dag_runs"]
+
+
+def test_holdout_rows_drift_nothing_and_trigger_nothing(finished_run, replayed):
+    run = _monitor(finished_run, replayed["holdout"])
+    monitored = run["monitored"]
+    assert run["state"] == "success", run["tasks"]
+    assert run["tasks"] == {
+        "monitor": "success",
+        "expire_predictions": "success",
+        "request_retrain": "skipped",
+    }
+    assert monitored["rows"] == 61 and monitored["dataset_drift"] is False
+    assert monitored["triggered"] is False, monitored["trigger_reason"]
+    client = finished_run["client"]
+    assert _retrain_requests(client) == []
+    assert _asset_triggered_runs(client) == []
+
+
+def test_shifted_rows_drift_and_start_the_pipeline_whose_gate_decides(finished_run, replayed):
+    """After the holdout test: the shifted stream drifts, the request starts mlops_pipeline."""
+    client, mlflow = finished_run["client"], _mlflow(finished_run)
+    name = "heart_disease_classifier"
+    champion_before = mlflow.get_model_version_by_alias(name, "champion").version
+
+    run = _monitor(finished_run, replayed["shifted"])
+    monitored = run["monitored"]
+    assert run["state"] == "success" and set(run["tasks"].values()) == {"success"}, run
+    assert monitored["dataset_drift"] is True and monitored["triggered"] is True
+    # changed on purpose: age, cp, thal (values); chol, ca, trestbps (missing pattern)
+    assert {"age", "cp", "thal", "chol", "ca", "trestbps"} <= set(monitored["drifted_features"])
+    (event,) = _retrain_requests(client)
+    assert event["uri"] == retrain_asset().uri and event["source_run_id"] == run["run_id"]
+    assert event["extra"]["reason"] == monitored["trigger_reason"]
+    assert event["extra"]["report_uri"] == monitored["report_uri"]
+    assert storage.read_bytes(monitored["report_uri"]).lstrip().startswith(b"<!DOCTYPE html>")
+
+    # the scheduler starts mlops_pipeline on the request
+    wait_for(lambda: _asset_triggered_runs(client), 120, "an asset-triggered mlops_pipeline run")
+    (pipeline_run,) = _asset_triggered_runs(client)
+    state = follow_run(
+        client, pipeline_run["dag_run_id"], RUN_TIMEOUT, alive=finished_run["children"].check
+    )
+    assert state == "success"
+    runs = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("heart-disease").experiment_id],
+        f"tags.`heart_mlops.pipeline_run` = '{pipeline_run['dag_run_id']}' "
+        "and tags.`heart_mlops.step` = 'pipeline'",
+    )
+    (parent,) = runs
+    assert parent.data.tags["heart_mlops.triggered_by"] == "asset_triggered"
+    assert parent.data.tags["heart_mlops.trigger_reason"] == monitored["trigger_reason"]
+    assert parent.data.tags["heart_mlops.trigger_report_uri"] == monitored["report_uri"]
+    # the champion moved only if register_model's gate said so
+    decided = client.variable("best_model_version")
+    champion_after = mlflow.get_model_version_by_alias(name, "champion").version
+    expected = decided["version"] if decided["champion"] else champion_before
+    assert str(champion_after) == str(expected)

@@ -127,9 +127,10 @@ def follow_run(
     on_task: Callable[[dict], None] | None = None,
     alive: Callable[[], None] | None = None,
     interval: float = 2.0,
+    dag_id: str = DAG_ID,
 ) -> str:
-    """Wait for a DAG run to end, polling every `interval` seconds, passing each task instance
-    to `on_task` once when it finishes (in order of end date).
+    """Wait for a run of DAG `dag_id` to end, polling every `interval` seconds, passing each
+    task instance to `on_task` once when it finishes (in order of end date).
 
     Returns the run's final state ("success" or "failed"). Raises StackError when `timeout`
     seconds pass first; `alive()`, called before each poll, may raise (StackError when a needed
@@ -140,8 +141,8 @@ def follow_run(
     while time.monotonic() < deadline:
         if alive:
             alive()
-        state = client.run_state(run_id)
-        for ti in sorted(client.task_instances(run_id), key=lambda t: t["end_date"] or "~"):
+        state = client.run_state(run_id, dag_id)
+        for ti in sorted(client.task_instances(run_id, dag_id), key=lambda t: t["end_date"] or "~"):
             if ti["state"] in TASK_DONE and ti["task_id"] not in reported:
                 reported.add(ti["task_id"])
                 if on_task:

@@ -3,7 +3,8 @@
 `up` starts, each in a process group of its own: an MLflow server over the local store, Airflow
 standalone (SQLite, LocalExecutor, the project's DAGs) and the API when its command exists. It
 triggers `mlops_pipeline` once, shows its tasks as they finish and serves until Ctrl-C, which
-stops every child.
+stops every child. `model_monitoring` is unpaused too: it watches the local prediction log on
+its schedule and asks `mlops_pipeline` for a retrain when the data drifts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from heart_mlops.devstack.airflow_client import (
 )
 from heart_mlops.devstack.processes import Children, check_ports, http_ok, wait_for
 from heart_mlops.devstack.services import BIN, airflow_env, mlflow_server_command
-from heart_mlops.graph import DAG_ID
+from heart_mlops.graph import DAG_ID, MONITOR_DAG_ID
 from heart_mlops.settings import Settings
 
 Say = Callable[[str], None]
@@ -165,14 +166,18 @@ def _run_dag(
     startup_timeout: float,
     run_timeout: float,
 ) -> None:
-    """Once the DAG is parsed: unpause it, trigger a run and report its tasks until it ends."""
-    wait_for(
-        lambda: _dag_ready(client),
-        startup_timeout,
-        f"the DAG {DAG_ID} to be parsed",
-        interval=3,
-        alive=children.check,
-    )
+    """Once the DAGs are parsed: unpause both, trigger a pipeline run and report its tasks
+    until it ends. model_monitoring then runs on its own schedule."""
+    for dag_id in (DAG_ID, MONITOR_DAG_ID):
+        wait_for(
+            lambda dag_id=dag_id: _dag_ready(client, dag_id),
+            startup_timeout,
+            f"the DAG {dag_id} to be parsed",
+            interval=3,
+            alive=children.check,
+        )
+    client.unpause(MONITOR_DAG_ID)
+    say(f"unpaused {MONITOR_DAG_ID} (schedule: HEART_MLOPS_MONITOR_SCHEDULE)")
     client.unpause()
     run_id = client.trigger(conf)
     say(f"triggered {DAG_ID} run {run_id}")
@@ -182,9 +187,9 @@ def _run_dag(
     say(f"{DAG_ID} run {run_id}: {state.upper()}")
 
 
-def _dag_ready(client: AirflowClient) -> bool:
+def _dag_ready(client: AirflowClient, dag_id: str = DAG_ID) -> bool:
     """True once the DAG is parsed; StackError with the import errors when it failed to."""
-    if client.dag_loaded():
+    if client.dag_loaded(dag_id):
         return True
     errors = client.import_errors()
     if errors:
