@@ -29,7 +29,7 @@ import pytest
 from heart_mlops.devstack import StackError
 from heart_mlops.devstack.airflow_client import AirflowClient, follow_run
 from heart_mlops.devstack.processes import check_ports, wait_for
-from heart_mlops.graph import DAG_ID
+from heart_mlops.graph import DAG_ID, MONITOR_DAG_ID
 from heart_mlops.settings import Settings
 from tests.conftest import FAST_PROFILE
 from tests.integration.test_celery_dag import VARIABLES
@@ -408,22 +408,74 @@ def test_the_api_serves_the_champion(stack, pipeline_run, request):
     stack.timed("checks", check)
 
 
+def prediction_log_query(stack: Compose, query: str, *, as_grafana: bool = False) -> str:
+    """`query` run by psql in the postgres container (PostgreSQL publishes no port) on the
+    prediction log's database, as the superuser or as Grafana's login. -> its output;
+    Failure with psql's error when it fails."""
+    values = stack.values
+    user, password = (
+        (values["GRAFANA_DB_USER"], values["GRAFANA_DB_PASSWORD"])
+        if as_grafana
+        else ("postgres", values["POSTGRES_PASSWORD"])
+    )
+    (postgres,) = stack.containers("postgres")
+    psql = ["exec", "--env", f"PGPASSWORD={password}", postgres["Id"], "psql"]
+    psql += ["--host", "127.0.0.1", "--username", user, "--dbname"]
+    psql += [values.get("PREDICTION_LOG_DB_NAME", "prediction_log"), "-tAc", query]
+    return stack.docker_run(*psql).strip()
+
+
 def test_each_answer_is_in_the_stacks_prediction_log(stack, pipeline_run):
     status, answer = predict(stack)
     assert status == 200 and answer["request_id"], (status, answer)
-    (postgres,) = stack.containers("postgres")
     query = (
         "SELECT count(*) FROM prediction_log "
         f"WHERE request_id = '{answer['request_id']}' AND role = 'champion'"
     )
-    psql = ["exec", "--env", f"PGPASSWORD={stack.values['POSTGRES_PASSWORD']}", postgres["Id"]]
-    psql += ["psql", "--host", "127.0.0.1", "--username", "postgres", "--dbname"]
-    psql += [stack.values.get("PREDICTION_LOG_DB_NAME", "prediction_log"), "-tAc", query]
 
     def logged() -> bool:
-        return stack.docker_run(*psql).strip() == "1"
+        return prediction_log_query(stack, query) == "1"
 
     stack.timed("checks", wait, logged, 60, "the answer's record in the prediction_log database")
+
+
+def test_model_monitoring_runs_on_celery_and_grafana_reads_only_its_summaries(
+    stack, pipeline_run, request
+):
+    """model_monitoring on the workers against the stack's log: the API's few answers are too
+    few for drift, so the run succeeds and asks for no retrain; its summary is in PostgreSQL,
+    where Grafana's login reads it and cannot read the patient-level log."""
+    for _ in range(3):
+        assert predict(stack)[0] == 200
+    client = airflow(stack)
+
+    def run() -> tuple[str, dict]:
+        wait(lambda: client.dag_loaded(MONITOR_DAG_ID), 300, f"the DAG {MONITOR_DAG_ID}")
+        client.unpause(MONITOR_DAG_ID)
+        run_id = client.trigger(dag_id=MONITOR_DAG_ID)
+        state = follow_run(client, run_id, RUN_TIMEOUT, interval=5, dag_id=MONITOR_DAG_ID)
+        tasks = client.task_instances(run_id, dag_id=MONITOR_DAG_ID)
+        return state, {ti["task_id"]: ti["state"] for ti in tasks}
+
+    state, tasks = stack.timed("monitoring run", run)
+    assert state == "success", tasks
+    assert tasks == {
+        "monitor": "success",
+        "expire_predictions": "success",
+        "request_retrain": "skipped",
+    }, tasks
+    query = (
+        "SELECT predictions, drift_reason, triggered FROM monitoring_window "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    predictions, reason, triggered = prediction_log_query(stack, query, as_grafana=True).split("|")
+    assert int(predictions) >= 4 and reason.startswith("not enough rows"), reason
+    assert triggered == "f"
+    with pytest.raises(Failure, match="permission denied"):
+        prediction_log_query(stack, "SELECT count(*) FROM prediction_log", as_grafana=True)
+    request.config.stash.setdefault(RUN_SUMMARY, []).append(
+        f"model_monitoring on Celery: {state}; {predictions} champion rows: {reason}"
+    )
 
 
 def test_prometheus_scraped_the_api(stack, pipeline_run):
