@@ -4,7 +4,9 @@ api/spool.py starts one per worker (`python -m heart_mlops.predictionlog_writer`
 entries, building the records and the database inserts run here, in a process of their own,
 so they never hold the serving interpreter's GIL (a 1000-row batch costs the database writer
 several times what answering it costs; in the worker's own thread it took the GIL from the
-event loop half the time).
+event loop half the time). It runs at a lower CPU priority (nice +10): where the serving
+process needs every core, the spool holds what the writer has not yet written, and the writer
+catches up when there is CPU to spare.
 
 Protocol: one JSON line each way on stdin/stdout. First line in: {"url": SQLAlchemy URL};
 out, once its imports are done (seconds: the worker's thread writes by itself until then):
@@ -19,6 +21,7 @@ which its worker answers by draining its spool through it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -28,6 +31,7 @@ from heart_mlops import predictionlog
 
 log = logging.getLogger(__name__)
 _MALFORMED = (KeyError, TypeError, ValueError, IndexError)
+NICENESS = 10  # added to the worker's: the CPU goes to serving first
 
 
 def complete_lines(data: bytes) -> tuple[list[bytes], int]:
@@ -77,6 +81,7 @@ def main() -> None:
     """Serve write requests from stdin until it ends (see the module's docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     engine = predictionlog.create_log_engine(orjson.loads(requests.readline())["url"])
