@@ -12,6 +12,7 @@ the others wait and find it done). Times are stored in UTC.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import fcntl
@@ -260,6 +261,16 @@ def insert_rows(engine: sa.Engine, rows: list[tuple]) -> int:
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite (UTC here)
 
 
+def _entry_rows(entry: dict) -> np.ndarray:
+    """The received rows of a spool entry, (n, 13) float64: `xb` (their float64 bytes, little
+    endian, in base64) or `x` (lists of numbers or null, as spools before `xb` hold them)."""
+    if "xb" in entry:
+        values = np.frombuffer(base64.b64decode(entry["xb"], validate=True), dtype="<f8")
+    else:
+        values = np.array(entry["x"], dtype=float)
+    return values.reshape(-1, len(FEATURES))
+
+
 def rows_of_entries(entries: list[dict], dialect: str) -> list[tuple]:
     """Spool entries (answered requests: see api/spool.py) -> one tuple per row in
     RECORD_COLUMNS order, for `insert_rows` on `dialect` ("sqlite" or "postgresql"). The values
@@ -267,24 +278,28 @@ def rows_of_entries(entries: list[dict], dialect: str) -> list[tuple]:
     Raises KeyError, TypeError or ValueError for an entry that lacks a field or is malformed."""
     if not entries:
         return []
-    received = np.array([row for entry in entries for row in entry["x"]], dtype=float)
-    received = received.reshape(-1, len(FEATURES))
-    matrix = np.hstack([received, missing_as_nan(received.copy())])
-    values = matrix.astype(object)
-    values[np.isnan(matrix)] = None
-    values = values.tolist()
-    rows, index = [], 0
-    for entry in entries:
+    received = [_entry_rows(entry) for entry in entries]
+    request_ids, p, y, constants = [], [], [], []
+    for entry, rows in zip(entries, received, strict=True):
+        n = len(rows)
+        if not len(entry["ids"]) == len(entry["p"]) == len(entry["y"]) == n:
+            counts = f"{len(entry['ids'])} ids, {len(entry['p'])} probabilities, {len(entry['y'])}"
+            raise ValueError(f"an entry of {n} rows has {counts} decisions")
         at = dt.datetime.fromtimestamp(entry["t"], dt.UTC)
         at = at.strftime(_SQLITE_TIME) if dialect == "sqlite" else at
         head = (entry["role"], entry.get("cid"), at)
         tail = (entry["thr"], entry["name"], entry["v"], entry["w"], entry.get("ms"))
-        for request_id, p, y in zip(entry["ids"], entry["p"], entry["y"], strict=True):
-            rows.append((request_id, *head, *values[index], p, y, *tail))
-            index += 1
-    if index != len(values):
-        raise ValueError(f"{len(values)} rows for {index} request ids")
-    return rows
+        request_ids += entry["ids"]
+        p += entry["p"]
+        y += entry["y"]
+        constants += [(*head, *tail)] * n
+    matrix = np.vstack(received)
+    matrix = np.hstack([matrix, missing_as_nan(matrix.copy())])
+    values = matrix.astype(object)
+    values[np.isnan(matrix)] = None
+    role, cid, at, *tail = zip(*constants, strict=True)
+    # column by column, then one zip: no Python code per row
+    return list(zip(request_ids, role, cid, at, *values.T.tolist(), p, y, *tail, strict=True))
 
 
 def delete_expired(engine: sa.Engine, retention_days: int, now: dt.datetime | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import signal
 import time
 
 import orjson
@@ -174,6 +175,35 @@ def test_a_dead_workers_spool_is_replayed_once_and_a_live_ones_never(tmp_path):
     assert len(ids) == len(set(ids)) == 38
     assert not list(spool.glob("*.jsonl"))
     assert all(math.isclose(r["probability"], 0.25) for r in rows)
+
+
+def test_the_writer_process_writes_and_when_it_is_killed_nothing_is_lost_or_doubled(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    predictionlog.migrate(predictionlog.create_log_engine(url))
+    prediction_log = PredictionLog(tmp_path / "spool", url)
+    prediction_log.start()
+    writer = prediction_log._writer
+    deadline = time.monotonic() + 60
+    while not writer._ready:  # its imports take seconds; the thread writes meanwhile
+        assert time.monotonic() < deadline, "the writer process never said it was ready"
+        time.sleep(0.1)
+    process = writer._process
+    assert process.args[-1] == "heart_mlops.predictionlog_writer" and process.poll() is None
+    written = spool_rows(prediction_log, 0, 20)
+    assert len(log_rows(url, 20)) == 20
+    os.kill(process.pid, signal.SIGKILL)  # mid-run: the thread writes by itself, then a new one
+    assert process.wait(timeout=10) == -signal.SIGKILL
+    for first in (100, 200, 300):
+        written += spool_rows(prediction_log, first, 20)
+        time.sleep(0.3)
+    rows = log_rows(url, 80, timeout=30)
+    while not (writer._ready and writer._process is not process):  # a new one
+        assert time.monotonic() < deadline + 60, "the writer process was not started again"
+        time.sleep(0.1)
+    assert prediction_log.close() is True
+    ids = [row["request_id"] for row in rows]
+    assert sorted(ids) == sorted(written) and len(set(ids)) == 80
+    assert writer._process is None  # closed with the log
 
 
 def test_records_past_retention_are_deleted_with_their_outcomes(tmp_path):
