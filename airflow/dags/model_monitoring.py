@@ -35,12 +35,15 @@ RETRAIN_REQUEST = retrain_asset()
 
 
 def window_param(name: str, value: str | None) -> dt.datetime | None:
-    """The `since`/`until` param `name` (ISO 8601; without a zone, UTC) as a datetime, or None.
-    AirflowFailException naming the param and its value when it is not ISO 8601."""
+    """The `since`/`until` param `name` (ISO 8601; without a zone, UTC) as an aware UTC
+    datetime, or None. AirflowFailException naming the param and its value when it is not
+    ISO 8601."""
+    from heart_mlops.predictionlog import parse_time
+
     if value is None:
         return None
     try:
-        return dt.datetime.fromisoformat(value)
+        return parse_time(value)
     except ValueError:
         raise AirflowFailException(
             f"param {name} = {value!r} is not an ISO 8601 time (e.g. 2026-11-30T18:00:00Z)"

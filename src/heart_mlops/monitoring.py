@@ -28,6 +28,7 @@ import pandas as pd
 
 from heart_mlops.data import FEATURE_SPECS, FEATURES
 from heart_mlops.errors import HeartMlopsError
+from heart_mlops.predictionlog import as_utc
 
 # coded features (codes in data.py) are tested as categories, measured ones as numbers
 CATEGORICAL = tuple(spec.name for spec in FEATURE_SPECS if spec.codes)
@@ -42,7 +43,7 @@ def schedule_window(schedule: str | None, now: dt.datetime) -> tuple[dt.datetime
     cron expression or preset (`@hourly`, ...) in UTC, as HEART_MLOPS_MONITOR_SCHEDULE; its
     period is the time between its last two fire times up to `now` (aware or naive UTC).
     None: one hour. Raises HeartMlopsError naming a schedule croniter cannot read."""
-    now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+    now = as_utc(now)
     if schedule is None:
         return now - DEFAULT_WINDOW, now
     from croniter import croniter

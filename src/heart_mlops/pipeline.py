@@ -782,10 +782,10 @@ def monitor(
 
     HeartMlopsError when a served version has no reference artifact (named), when
     since >= until; RegistryError, StorageError, SQLAlchemy errors when a store fails."""
-    now = predictionlog.parse_time((now or dt.datetime.now(dt.UTC)).isoformat())
+    now = predictionlog.as_utc(now or dt.datetime.now(dt.UTC))
     default_start, default_end = monitoring.schedule_window(settings.monitor_schedule, now)
-    start = predictionlog.parse_time(since.isoformat()) if since else None
-    end = predictionlog.parse_time(until.isoformat()) if until else now if since else default_end
+    start = predictionlog.as_utc(since) if since else None
+    end = predictionlog.as_utc(until) if until else now if since else default_end
     start = start or (end - (default_end - default_start))
     if start >= end:
         raise HeartMlopsError(

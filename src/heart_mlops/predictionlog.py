@@ -400,7 +400,7 @@ def read_log(engine: sa.Engine, window: Window = Window()):
     return frame
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def as_utc(moment: dt.datetime) -> dt.datetime:
     """`moment` as aware UTC (naive = UTC)."""
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
@@ -408,7 +408,7 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 def _bound(engine: sa.Engine, moment: dt.datetime) -> dt.datetime:
     """`moment` as the log's database compares it: aware UTC; naive UTC on SQLite, which
     stores times as text without a zone."""
-    moment = _utc(moment)
+    moment = as_utc(moment)
     return moment.replace(tzinfo=None) if engine.dialect.name == "sqlite" else moment
 
 
@@ -416,7 +416,7 @@ def parse_time(value: str) -> dt.datetime:
     """An ISO 8601 time (date, or date and time, `Z` or an offset; no zone = UTC) -> aware
     UTC datetime. Raises ValueError naming the value."""
     try:
-        return _utc(dt.datetime.fromisoformat(value.strip()))
+        return as_utc(dt.datetime.fromisoformat(value.strip()))
     except (ValueError, AttributeError, TypeError):
         raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-01-31T14:05:00Z)") from None
 
@@ -498,9 +498,12 @@ def write_monitoring(engine: sa.Engine, windows: list[dict], features: list[list
     table = MONITORING_WINDOWS
     with engine.begin() as connection:
         for window, rows in zip(windows, features, strict=True):
+            times = {
+                k: _bound(engine, window[k]) for k in ("window_start", "window_end", "monitored_at")
+            }
             same = (
-                (table.c.window_start == _bound(engine, window["window_start"]))
-                & (table.c.window_end == _bound(engine, window["window_end"]))
+                (table.c.window_start == times["window_start"])
+                & (table.c.window_end == times["window_end"])
                 & (table.c.model_version == window["model_version"])
             )
             old = sa.select(table.c.id).where(same).scalar_subquery()
@@ -508,8 +511,6 @@ def write_monitoring(engine: sa.Engine, windows: list[dict], features: list[list
                 MONITORING_FEATURES.delete().where(MONITORING_FEATURES.c.window_id == old)
             )
             connection.execute(table.delete().where(same))
-            times = {k: _bound(engine, window[k]) for k in ("window_start", "window_end")}
-            times["monitored_at"] = _bound(engine, window["monitored_at"])
             inserted = connection.execute(table.insert().values(window | times))
             new_id = inserted.inserted_primary_key[0]
             if rows:
@@ -539,4 +540,4 @@ def last_trigger(
         return None
     if isinstance(found, str):  # SQLite returns an aggregate's time as text
         found = dt.datetime.fromisoformat(found)
-    return _utc(found)
+    return as_utc(found)
