@@ -85,7 +85,8 @@ def live_url(api_settings):
 @pytest.fixture(scope="module")
 def own_store(tmp_path_factory) -> Settings:
     settings = fast_settings(tmp_path_factory.mktemp("runtime-home"))
-    registry.configure(settings)
+    with _REGISTRY_LOCK:  # API pollers of other fixtures share MLflow's process-wide URI
+        registry.configure(settings)
     return settings
 
 
