@@ -35,6 +35,12 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# single-row requests scored in one call of the model (api/batching.py): 1 without concurrency
+ROW_BATCH = Histogram(
+    "heart_api_row_batch_size",
+    "Single-row requests scored together in one call of the model.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 PREDICTIONS = Counter(
     "heart_api_predictions_total", "Predictions by class (1 = disease).", ["prediction"]
 )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from heart_mlops import registry
 from heart_mlops.api import metrics
+from heart_mlops.api.batching import RowBatcher
 from heart_mlops.api.explain import ExplainerSlot
 from heart_mlops.api.runtime import Runtime, load_runtime
 from heart_mlops.errors import ExplanationError
@@ -56,6 +57,7 @@ class LoadedModel:
     loaded_at: str
     created: int | None = None  # the version's creation time in the registry (ms)
     explainer: ExplainerSlot | None = None  # `explain=true`; built at its first use
+    rows: RowBatcher | None = None  # single rows scored together (batching.py)
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,7 @@ class ModelHolder:
             loaded_at,
             created,
             ExplainerSlot(lambda: self._explainer(champion, runtime), settle_heap),
+            RowBatcher(runtime),
         )
 
     def _explainer(self, champion: registry.Champion, runtime: Runtime):

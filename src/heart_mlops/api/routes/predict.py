@@ -161,7 +161,8 @@ async def predict(request: Request) -> Response:
     row = parse_rows(body, batch=False, max_rows=settings.api_max_batch)
     model = loaded_model(holder)
     ids = request.app.state.prediction_log.ids.take(1)
-    results, decisions, p = _answer(model, model.runtime(row), ids)
+    probability = await model.rows.score(row)
+    results, decisions, p = _answer(model, np.array([probability]), ids)
     if explain:
         results = await _explained(model, row, results, p)
     _record(request, ids, row, p, decisions, model, (received, started))
