@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from heart_mlops.data import FEATURES, missing_as_nan
 from heart_mlops.errors import HeartMlopsError
+from heart_mlops.feature_table import FEATURES, missing_as_nan
 
 ROLES = ("champion", "challenger")
 USED_SUFFIX = "_used"  # a feature's value as the model used it (missing codes as null)

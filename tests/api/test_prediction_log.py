@@ -7,6 +7,8 @@ import datetime as dt
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import orjson
@@ -204,6 +206,18 @@ def test_the_writer_process_writes_and_when_it_is_killed_nothing_is_lost_or_doub
     ids = [row["request_id"] for row in rows]
     assert sorted(ids) == sorted(written) and len(set(ids)) == 80
     assert writer._process is None  # closed with the log
+
+
+def test_the_writer_process_imports_no_data_science_libraries():
+    """Each API worker starts one: it needs the feature table, not pandas (about 90 MB)."""
+    script = (
+        "import sys, heart_mlops.predictionlog_writer; "
+        "print(sorted({'pandas', 'pandera', 'sklearn', 'mlflow'} & set(sys.modules)))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert completed.stdout.strip() == "[]"
 
 
 def test_records_past_retention_are_deleted_with_their_outcomes(tmp_path):
