@@ -1,9 +1,9 @@
 """POST /predict and /predict/batch: P(heart disease) from the served model.
 
 The hot path: the raw body is read, decoded and validated straight into a float64 matrix
-(body.py), passed to the runtime (one ONNX Runtime call) inline, and the answer serialised by
-orjson: no DataFrame, no thread hop, no per-request dependency (the app's state is read from
-the request).
+(body.py), passed to the runtime inline (one ONNX Runtime call per batch; single rows that
+arrive together share one, batching.py), and the answer serialised by orjson: no DataFrame, no
+thread hop, no per-request dependency (the app's state is read from the request).
 """
 
 from __future__ import annotations
