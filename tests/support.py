@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -130,3 +131,15 @@ def untrainable_files(folder: Path) -> dict[str, str]:
     for name, text in files.items():
         (folder / name).write_text(text)
     return {name: str(folder / name) for name in files}
+
+
+def heavy_imports(module: str, libraries: set[str]) -> list[str]:
+    """Which of `libraries` importing `module` loads, in a fresh interpreter (sorted names)."""
+    script = (
+        f"import sys, {module}; "
+        f"print(' '.join(sorted(set({sorted(libraries)!r}) & set(sys.modules))))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return completed.stdout.split()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from heart_mlops.graph import task_id, wire
+from tests.support import heavy_imports
 
 
 class RecordingSteps:
@@ -92,11 +90,4 @@ def test_task_id_of_a_per_candidate_step():
 
 def test_graph_imports_without_the_heavy_libraries():
     """The DAG file imports the graph whenever Airflow parses it."""
-    script = (
-        "import sys, heart_mlops.graph; "
-        "print(sorted({'sklearn', 'mlflow', 'pandas', 'optuna'} & set(sys.modules)))"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert completed.stdout.strip() == "[]"
+    assert heavy_imports("heart_mlops.graph", {"sklearn", "mlflow", "pandas", "optuna"}) == []

@@ -7,8 +7,6 @@ import datetime as dt
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import orjson
@@ -22,6 +20,7 @@ from heart_mlops.api import create_app
 from heart_mlops.api.spool import PredictionLog, correlation_id
 from heart_mlops.data import FEATURES
 from tests.api.conftest import SEED, wait_until_ready
+from tests.support import heavy_imports
 
 MISSING_CA = [*SEED[:11], 4, SEED[12]]  # ca == 4: heart.csv's code for "not recorded"
 
@@ -210,14 +209,8 @@ def test_the_writer_process_writes_and_when_it_is_killed_nothing_is_lost_or_doub
 
 def test_the_writer_process_imports_no_data_science_libraries():
     """Each API worker starts one: it needs the feature table, not pandas (about 90 MB)."""
-    script = (
-        "import sys, heart_mlops.predictionlog_writer; "
-        "print(sorted({'pandas', 'pandera', 'sklearn', 'mlflow'} & set(sys.modules)))"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert completed.stdout.strip() == "[]"
+    libraries = {"pandas", "pandera", "sklearn", "mlflow"}
+    assert heavy_imports("heart_mlops.predictionlog_writer", libraries) == []
 
 
 def test_records_past_retention_are_deleted_with_their_outcomes(tmp_path):
